@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+import leafkit
+from leafkit import data as lkdata
+
+
+@pytest.fixture(scope="module")
+def offline():
+    return leafkit.load_mnist("offline", verbose=False)
+
+
+def test_offline_shapes_and_split(offline):
+    assert offline.source == "offline"
+    assert offline.train_x.shape == (4000, 1, 28, 28) and offline.test_x.shape == (1000, 1, 28, 28)
+    assert offline.train_x.dtype == torch.float32 and offline.train_y.dtype == torch.int64
+    assert offline.train_y.bincount().tolist() == [400] * 10
+    assert offline.test_y.bincount().tolist() == [100] * 10
+
+
+def test_offline_split_is_disjoint_and_deterministic():
+    labels = torch.arange(10).repeat_interleave(500)
+    train, test = lkdata.offline_split(labels)
+    assert len(set(train.tolist()) & set(test.tolist())) == 0
+    assert len(train) + len(test) == 5000
+    train2, test2 = lkdata.offline_split(labels)
+    assert torch.equal(train, train2) and torch.equal(test, test2)
+    _, test_other_seed = lkdata.offline_split(labels, seed=1)
+    assert not torch.equal(test, test_other_seed)
+
+
+def test_loading_twice_gives_identical_tensors(offline):
+    again = leafkit.load_mnist("offline", verbose=False)
+    assert offline.fingerprint == again.fingerprint
+    assert torch.equal(offline.test_x, again.test_x)
+
+
+def test_normalization_and_pixel_box(offline):
+    lo, hi = leafkit.pixel_bounds()
+    assert lo == pytest.approx(-0.1307 / 0.3081) and hi == pytest.approx((1 - 0.1307) / 0.3081)
+    assert offline.test_x.min() == pytest.approx(lo, abs=1e-5)
+    assert offline.test_x.max() == pytest.approx(hi, abs=1e-5)
+    raw = torch.tensor([0.0, 127.5, 255.0])
+    torch.testing.assert_close(leafkit.denormalize(leafkit.normalize(raw)), raw / 255)
+
+
+def test_auto_falls_back_to_offline_with_a_notice(cache_tmp, capsys):
+    # no MNIST files in an empty cache and no download: auto must fall back and say so
+    got = leafkit.load_mnist("auto", download=False)
+    assert got.source == "offline"
+    out = capsys.readouterr().out
+    assert "offline MNIST subset" in out and "full MNIST unavailable" in out
+
+
+def test_full_without_files_is_a_clear_error(cache_tmp):
+    with pytest.raises(RuntimeError, match="full MNIST requested"):
+        leafkit.load_mnist("full", download=False)
+
+
+def test_environment_variable_selects_the_source(cache_tmp, monkeypatch):
+    monkeypatch.setenv("LEAFKIT_DATA", "offline")
+    assert leafkit.load_mnist(verbose=False).source == "offline"
+    monkeypatch.setenv("LEAFKIT_DATA", "everything")
+    with pytest.raises(ValueError, match="unknown MNIST source 'everything'"):
+        leafkit.load_mnist(verbose=False)
