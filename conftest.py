@@ -1,28 +1,36 @@
 """Test set-up for the whole repository (pytest reads this file first).
 
+* Tests and chapters run on the offline MNIST subset unless ``LEAFKIT_DATA`` says otherwise, so a
+  test run gives the same results on every machine, with or without internet.
 * The chapters in ``book/`` are MyST-Markdown notebooks. nbval only collects ``.ipynb`` files, so
   this file reads each chapter through jupytext and hands the notebook to nbval's collector: no
-  generated ``.ipynb`` is needed (``pytest --nbval-lax`` checks that every cell runs and that the
-  claims asserted in the cells hold).
-* Tests and chapters run on the offline MNIST subset unless ``LEAFKIT_DATA`` says otherwise, so a
-  test run is the same on every machine, with or without internet.
+  generated ``.ipynb`` is needed. ``pytest --nbval-lax`` checks that every cell runs and that the
+  claims asserted in the cells hold.
+* Each chapter is executed once per test run. When all of a chapter's cells pass, its outputs (and
+  the state of its widgets) are stored in the book's execution cache, ``_build/.jupyter_cache``,
+  exactly as ``jupyter-book build`` would have stored them. The book build that runs last
+  (``tests/test_book.py``, marker ``site``) then finds every chapter in the cache and renders the
+  website without executing anything a second time.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from types import SimpleNamespace
 
 os.environ.setdefault("LEAFKIT_DATA", "offline")
-os.environ.setdefault("MPLBACKEND", "Agg")
-# torch's per-op thread pools: keep the 2-core CI machine from oversubscribing when kernels run
-os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
 import jupytext  # noqa: E402
+import nbformat  # noqa: E402
 import nbval.plugin  # noqa: E402
+import pytest  # noqa: E402
 
-BOOK = Path(__file__).resolve().parent / "book"
+ROOT = Path(__file__).resolve().parent
+BOOK = ROOT / "book"
+EXECUTION_CACHE = ROOT / "_build" / ".jupyter_cache"  # where `jupyter-book build .` looks
+WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 
 
 def is_myst_notebook(path: Path) -> bool:
@@ -34,11 +42,15 @@ def is_myst_notebook(path: Path) -> bool:
 
 
 class MystNotebook(nbval.plugin.IPyNbFile):
-    """nbval's notebook collector, fed by jupytext instead of nbformat."""
+    """nbval's notebook collector, fed by jupytext, that keeps what the kernel produced."""
 
     def collect(self):
-        notebook = jupytext.read(self.path)
-        reader = SimpleNamespace(read=lambda *args, **kwargs: notebook)
+        self.notebook = jupytext.read(self.path)
+        self.widget_state: dict[str, dict] = {}
+        self.widget_buffers: dict[str, dict[tuple, dict]] = {}
+        self.failed = False
+        self.ran_cells: list[list] = []  # outputs of each code cell, in order
+        reader = SimpleNamespace(read=lambda *args, **kwargs: self.notebook)
         original = nbval.plugin.nbformat
         nbval.plugin.nbformat = reader
         try:
@@ -46,9 +58,93 @@ class MystNotebook(nbval.plugin.IPyNbFile):
         finally:
             nbval.plugin.nbformat = original
 
+    def get_kernel_message(self, timeout=None, stream="iopub"):
+        msg = super().get_kernel_message(timeout=timeout, stream=stream)
+        if msg["msg_type"] in ("comm_open", "comm_msg"):
+            self._record_widget_state(msg)
+        return msg
+
+    def _record_widget_state(self, msg) -> None:
+        """Track widget models as nbclient does, so the static page can render them."""
+        content = msg["content"]
+        data = content.get("data", {})
+        if "state" not in data:
+            return
+        self.widget_state.setdefault(content["comm_id"], {}).update(data["state"])
+        for path, buffer in zip(data.get("buffer_paths") or [], msg.get("buffers") or []):
+            self.widget_buffers.setdefault(content["comm_id"], {})[tuple(path)] = {
+                "path": path, "encoding": "base64",
+                "data": base64.b64encode(bytes(buffer)).decode("ascii")}
+
+    def teardown(self):
+        super().teardown()
+        if not self.failed:
+            store_in_execution_cache(self)
+
+
+def store_in_execution_cache(chapter: MystNotebook) -> None:
+    """Write the executed chapter into the book's jupyter-cache, as myst-nb would."""
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    executed = nbformat.from_dict(chapter.notebook)
+    code_cells = [c for c in executed.cells if c.cell_type == "code"]
+    items = chapter.ran_cells
+    if len(items) != len(code_cells):
+        return
+    for count, (cell, outputs) in enumerate(zip(code_cells, items), start=1):
+        cell.execution_count = count
+        cell.outputs = [out for out in outputs
+                        if not (out.output_type == "execute_result" and ends_quietly(cell.source))]
+        for out in cell.outputs:
+            if out.output_type == "execute_result":
+                out.execution_count = count
+    state = {model_id: {"model_name": s.get("_model_name"), "model_module": s.get("_model_module"),
+                        "model_module_version": s.get("_model_module_version"), "state": s}
+             for model_id, s in chapter.widget_state.items() if "_model_name" in s}
+    for model_id, buffers in chapter.widget_buffers.items():
+        if model_id in state:
+            state[model_id]["buffers"] = list(buffers.values())
+    if state:
+        executed.metadata["widgets"] = {
+            WIDGET_STATE_MIME: {"state": state, "version_major": 2, "version_minor": 0}}
+    cache = get_cache(str(EXECUTION_CACHE))
+    uri = str(Path(chapter.path).resolve())
+    cache.cache_notebook_bundle(CacheBundleIn(executed, uri, data={"source": "nbval"}),
+                                check_validity=False, overwrite=True)
+    chapter.config.leafkit_cached_chapters.add(Path(uri).stem)
+
+
+def ends_quietly(source: str) -> bool:
+    """IPython hides a cell's result when its last line ends with ';'. nbval runs cells with
+    ``store_history=False``, which defeats that check, so the result is dropped here instead."""
+    lines = [line.split("#")[0].rstrip() for line in source.strip().splitlines()]
+    return bool(lines) and lines[-1].endswith(";")
+
+
+def pytest_configure(config):
+    config.leafkit_cached_chapters = set()  # chapters whose outputs this run stored in the cache
+
 
 def pytest_collect_file(file_path: Path, parent):
     opt = parent.config.option
     if (opt.nbval or opt.nbval_lax) and is_myst_notebook(file_path):
         return MystNotebook.from_parent(parent, path=file_path)
     return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    chapter = item.parent
+    if isinstance(chapter, MystNotebook) and call.when == "call":
+        report = outcome.get_result()
+        if report.failed or report.skipped:
+            chapter.failed = True
+        else:
+            chapter.ran_cells.append(list(item.test_outputs))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The website checks (marker ``site``) run last, after every chapter has been executed."""
+    items.sort(key=lambda item: item.get_closest_marker("site") is not None)
