@@ -50,6 +50,7 @@ class MystNotebook(nbval.plugin.IPyNbFile):
         self.widget_buffers: dict[str, dict[tuple, dict]] = {}
         self.failed = False
         self.ran_cells: list[list] = []  # outputs of each code cell, in order
+        self.seconds = 0.0  # total execution time of the cells, reported by {nb-exec-table}
         reader = SimpleNamespace(read=lambda *args, **kwargs: self.notebook)
         original = nbval.plugin.nbformat
         nbval.plugin.nbformat = reader
@@ -110,7 +111,7 @@ def store_in_execution_cache(chapter: MystNotebook) -> None:
             WIDGET_STATE_MIME: {"state": state, "version_major": 2, "version_minor": 0}}
     cache = get_cache(str(EXECUTION_CACHE))
     uri = str(Path(chapter.path).resolve())
-    cache.cache_notebook_bundle(CacheBundleIn(executed, uri, data={"source": "nbval"}),
+    cache.cache_notebook_bundle(CacheBundleIn(executed, uri, data={"execution_seconds": chapter.seconds}),
                                 check_validity=False, overwrite=True)
     chapter.config.leafkit_cached_chapters.add(Path(uri).stem)
 
@@ -143,6 +144,7 @@ def pytest_runtest_makereport(item, call):
             chapter.failed = True
         else:
             chapter.ran_cells.append(list(item.test_outputs))
+            chapter.seconds += report.duration
 
 
 def pytest_collection_modifyitems(config, items):
