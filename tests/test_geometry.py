@@ -1,0 +1,237 @@
+"""leafkit.geometry against closed forms (linear softmax model, one-hidden-layer ReLU net),
+Proposition 2.1, and the slow oracles of tests/oracles.py."""
+
+import oracles
+import pytest
+import torch
+from torch import nn
+
+from leafkit import MLP, MnistCNN
+from leafkit.geometry import (
+    check_batch,
+    kl_divergence,
+    local_data_matrix,
+    local_data_matrix_from_jacobian,
+    local_data_spectrum,
+    local_data_trace,
+    local_fisher_matrix,
+    log_prob_jacobian,
+    log_prob_parameter_jacobian,
+    score_jacobian,
+)
+
+DT = torch.float64
+CASES = {  # name: (model factory, input shape)
+    "cnn": (lambda: MnistCNN(channels=(4, 8), hidden=32), (1, 28, 28)),
+    "mlp_relu": (lambda: MLP(12, hidden=(16, 16), num_classes=5), (12,)),
+    "mlp_tanh": (lambda: MLP(12, hidden=(16,), num_classes=5, activation_name="tanh"), (3, 4)),
+}
+
+
+def assert_close(actual, expected, **kw):
+    torch.testing.assert_close(actual, expected, **({"rtol": 1e-10, "atol": 1e-12} | kw))
+
+
+@pytest.fixture(params=sorted(CASES))
+def case(request):
+    torch.manual_seed(0)
+    factory, shape = CASES[request.param]
+    return factory().to(DT).eval(), torch.randn(2, *shape, dtype=DT)
+
+
+@pytest.fixture
+def linear():
+    torch.manual_seed(1)
+    model = nn.Linear(6, 4).to(DT)
+    return model, torch.randn(5, 6, dtype=DT)
+
+
+def test_linear_softmax_closed_form(linear):
+    model, x = linear
+    A = model.weight.detach()
+    p = torch.softmax(model(x), -1).detach()
+    J, log_p = log_prob_jacobian(model, x)
+    eye = torch.eye(4, dtype=DT)
+    assert_close(log_p.exp(), p)
+    assert_close(J, (eye - torch.ones(4, 1, dtype=DT) * p.unsqueeze(1)) @ A)  # g_i = A^T (e_i - p)
+    G = A.T @ (torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)) @ A
+    assert_close(local_data_matrix(model, x), G)
+
+
+def test_one_hidden_layer_relu_closed_form():
+    torch.manual_seed(2)
+    model = MLP(7, hidden=(9,), num_classes=4).to(DT)
+    W1, b1, W2 = model.net[0].weight, model.net[0].bias, model.net[2].weight
+    x = torch.randn(6, 7, dtype=DT)
+    mask = (x @ W1.T + b1 > 0).to(DT).detach()
+    Js, s = score_jacobian(model, x)
+    assert_close(Js, (W2 * mask.unsqueeze(1)) @ W1.detach())
+    assert_close(s, model(x).detach())
+
+
+def test_log_softmax_output_gives_the_same_jacobian(case):
+    model, x = case
+    J, log_p = log_prob_jacobian(model, x)
+    J2, log_p2 = log_prob_jacobian(nn.Sequential(model, nn.LogSoftmax(dim=1)), x)
+    assert_close(J2, J)
+    assert_close(log_p2, log_p)
+
+
+def test_against_oracles(case):
+    model, x = case
+    Js, s = score_jacobian(model, x)
+    assert_close(Js, oracles.score_jacobian(model, x))
+    J, log_p = log_prob_jacobian(model, x)
+    J_ref, log_p_ref = oracles.log_prob_jacobian(model, x)
+    assert_close(J, J_ref)
+    assert_close(log_p, log_p_ref)
+    assert_close(local_data_matrix(model, x), oracles.local_data_matrix(model, x))
+
+
+def test_proposition_2_1(case):
+    model, x = case
+    J, log_p = log_prob_jacobian(model, x)
+    G = local_data_matrix_from_jacobian(J, log_p)
+    p = log_p.exp()
+    scale = G.diagonal(dim1=1, dim2=2).sum(-1).max()
+    assert_close(G, G.mT)  # (1) symmetric
+    assert torch.linalg.eigvalsh(G).min() >= -1e-13 * scale  # (1) positive semidefinite
+    assert_close(torch.einsum("bc,bcn->bn", p, J), torch.zeros_like(J[:, 0]))  # (2.9)
+    S = torch.linalg.svdvals(J)  # (3) rank J = rank G <= C - 1
+    assert (S[:, -1] <= 1e-12 * S[:, 0]).all() and (S[:, -2] > 1e-6 * S[:, 0]).all()
+    v = torch.randn(x.shape[0], J.shape[-1], dtype=DT)  # (2) ker G = span(g_i)^perp
+    v = v - (torch.linalg.lstsq(J.mT, v.unsqueeze(-1)).solution.mT @ J).squeeze(1)
+    assert_close(torch.einsum("bcn,bn->bc", J, v), torch.zeros_like(p), atol=1e-11)
+    assert_close(torch.einsum("bmn,bn->bm", G, v), torch.zeros_like(v), atol=1e-11 * scale)
+
+
+def test_trace_and_spectrum(case):
+    model, x = case
+    J, log_p = log_prob_jacobian(model, x)
+    G = local_data_matrix_from_jacobian(J, log_p)
+    trace = local_data_trace(model, x)
+    assert trace.shape == (x.shape[0],)
+    assert_close(trace, G.diagonal(dim1=1, dim2=2).sum(-1))
+    assert_close(local_data_trace(model, x, batch_size=1), trace)
+    eig = local_data_spectrum(J, log_p)
+    assert eig.shape == log_p.shape
+    top = torch.linalg.eigvalsh(G).flip(-1)[:, :eig.shape[1]]
+    assert_close(eig, top, atol=1e-12 * float(trace.max()))
+
+
+def test_local_fisher_matrix():
+    torch.manual_seed(3)
+    model = MLP(6, hidden=(5,), num_classes=4, activation_name="tanh").to(DT)
+    x = torch.randn(3, 6, dtype=DT)
+    F = local_fisher_matrix(model, x)
+    d = sum(p.numel() for p in model.parameters())
+    assert F.shape == (3, d, d)
+    assert_close(F, oracles.fisher_matrix(model, x))
+    assert_close(F, F.mT)
+    eig = torch.linalg.eigvalsh(F)
+    assert eig.min() >= -1e-13 * eig.max()
+    assert ((eig > 1e-10 * eig.max()).sum(-1) <= 3).all()  # rank F <= C - 1
+    Jw, log_p = log_prob_parameter_jacobian(model, x)
+    assert_close(torch.einsum("bc,bcd->bd", log_p.exp(), Jw), torch.zeros(3, d, dtype=DT))
+
+
+def test_dense_matrices_refuse_large_sizes():
+    big = torch.zeros(1, 3 * 64 * 64)
+    with pytest.raises(ValueError, match="max_n"):
+        local_data_matrix(MLP(8), big)  # refused before the model runs
+    with pytest.raises(ValueError, match="max_d"):
+        local_fisher_matrix(MnistCNN(), torch.zeros(1, 1, 28, 28))
+    model, x = MLP(12), torch.randn(2, 12)
+    with pytest.raises(ValueError, match="factored"):
+        local_data_matrix(model, x, max_n=11)
+    assert local_data_matrix(model, x, max_n=12).shape == (2, 12, 12)
+
+
+def test_parameters_get_no_gradients_and_results_no_graph(case):
+    model, x = case
+    outputs = [*score_jacobian(model, x), *log_prob_jacobian(model, x),
+               local_data_trace(model, x), kl_divergence(model, x, 1e-3 * x)]
+    if not isinstance(model, MnistCNN):
+        outputs += [local_data_matrix(model, x), local_fisher_matrix(model, x[:1], max_d=10**4)]
+    assert not any(t.requires_grad for t in outputs)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(t.dtype == DT for t in outputs)
+
+
+def test_float32_agrees_with_float64(case):
+    model, x = case
+    J64, _ = log_prob_jacobian(model, x)
+    J32, _ = log_prob_jacobian(model.float(), x.float())
+    assert J32.dtype == torch.float32
+    torch.testing.assert_close(J32.double(), J64, rtol=1e-5, atol=1e-5 * float(J64.abs().max()))
+
+
+def test_kl_second_order_coefficient_is_one_half():
+    torch.manual_seed(4)
+    model = MLP(10, hidden=(16, 16), num_classes=5, activation_name="tanh").to(DT)
+    x, v = torch.randn(4, 10, dtype=DT), torch.randn(4, 10, dtype=DT)
+    G = local_data_matrix(model, x)
+    vGv = torch.einsum("bi,bij,bj->b", v, G, v)
+    for eps in (1e-2, 1e-3, 1e-4):
+        ratio = kl_divergence(model, x, eps * v) / (eps**2 * vGv)
+        assert (ratio - 0.5).abs().max() < 10 * eps  # eq. (3.2), with the factor 1/2
+    assert_close(kl_divergence(model, x, 0.3 * v), oracles.kl_divergence(model, x, 0.3 * v))
+    assert_close(kl_divergence(model, x, 0 * v), torch.zeros(4, dtype=DT))
+
+
+def test_kl_is_accurate_for_confident_predictions():
+    model = nn.Linear(3, 3).to(DT)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[30.0, 0, 0], [0, 1, 0], [0, 0, 1]]))
+        model.bias.zero_()
+    x = torch.tensor([[1.0, 0.0, 0.0]], dtype=DT)  # p_max = 1 - 2e-13
+    dx = torch.tensor([[0.0, 1e-4, -1e-4]], dtype=DT)
+    G = local_data_matrix(model, x)
+    half_dGd = 0.5 * torch.einsum("bi,bij,bj->b", dx, G, dx)
+    assert_close(kl_divergence(model, x, dx) / half_dGd, torch.ones(1, dtype=DT), rtol=1e-3)
+    # the textbook formula from log_softmax differences is off by orders of magnitude here
+    assert not torch.allclose(oracles.kl_divergence(model, x, dx) / half_dGd,
+                              torch.ones(1, dtype=DT), rtol=0.5)
+
+
+class ReturnsShape(nn.Module):
+    def __init__(self, shape_fn):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+        self.shape_fn = shape_fn
+
+    def forward(self, x):
+        return self.shape_fn(self.lin(x))
+
+
+BAD_INPUTS = {  # name: (model, x, a fragment of the message)
+    "not a tensor": (MLP(4), [[1.0] * 4], "torch.Tensor"),
+    "empty batch": (MLP(4), torch.zeros(0, 4), "empty"),
+    "nan": (MLP(4), torch.tensor([[0.0, float("nan"), 0, 0]]), "NaN"),
+    "inf": (MLP(4), torch.tensor([[0.0, float("inf"), 0, 0]]), "inf"),
+    "integer": (MLP(4), torch.zeros(2, 4, dtype=torch.long), "floating"),
+    "no batch axis": (MLP(4), torch.zeros(4), "dimensions"),
+    "wrong shape (leafkit model)": (MnistCNN(channels=(2, 2), hidden=4), torch.zeros(2, 784),
+                                    "1, 28, 28"),
+    "wrong shape (torch module)": (nn.Linear(4, 3), torch.zeros(2, 5), "shape"),
+    "output (B,)": (ReturnsShape(lambda s: s.sum(-1)), torch.zeros(2, 4), r"\(B, C\)"),
+    "output (B, C, 1)": (ReturnsShape(lambda s: s.unsqueeze(-1)), torch.zeros(2, 4), r"\(B, C\)"),
+    "one class": (ReturnsShape(lambda s: s[:, :1]), torch.zeros(2, 4), "C >= 2"),
+    "nan output": (ReturnsShape(lambda s: s / 0 * 0), torch.zeros(2, 4), "NaN"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+@pytest.mark.parametrize("fn", [score_jacobian, log_prob_jacobian, local_data_trace,
+                                local_fisher_matrix, lambda m, x: kl_divergence(m, x, x)])
+def test_bad_input_raises_value_error(name, fn):
+    model, x, message = BAD_INPUTS[name]
+    with pytest.raises(ValueError, match=message):
+        fn(model, x)
+
+
+def test_check_batch_names_the_argument():
+    with pytest.raises(ValueError, match="dx contains 1 NaN"):
+        check_batch(torch.tensor([[float("nan")]]), "dx")
+    with pytest.raises(ValueError, match="shape of x"):
+        kl_divergence(MLP(4), torch.zeros(2, 4), torch.zeros(2, 5))
