@@ -117,7 +117,8 @@ def _weighted_gram(J: Tensor, log_p: Tensor) -> Tensor:
     return J.mT @ (log_p.exp().unsqueeze(-1) * J)
 
 
-def score_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+def score_jacobian(model: nn.Module, x: Tensor, *, validate: bool = True
+                   ) -> tuple[Tensor, Tensor]:
     """Jacobian in ``x`` of the model output ``s(x, w)``, per sample.
 
     Row ``k`` is the gradient of ``s_k`` summed over the batch, which is the per-sample gradient
@@ -126,6 +127,9 @@ def score_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     Args:
         model: a classifier returning ``(B, C)``.
         x: inputs ``(B, *input_shape)``; ``n = prod(input_shape)``.
+        validate: check ``x`` and the model output (:func:`check_batch`, :func:`check_scores`).
+            The checks read values back to the host; loops that validated their inputs once
+            (the path functions) pass ``False`` so that a step makes no host-device sync.
 
     Returns:
         ``(Js, s)``: ``Js`` of shape ``(B, C, n)`` with ``Js[b, k] = grad_x s_k(x_b)``, and the
@@ -133,21 +137,23 @@ def score_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
 
     Paper: eq. (2.2)–(2.3) (the score function ``s``).
     """
-    check_batch(x)
+    if validate:
+        check_batch(x)
     # C backward passes over the whole batch beat torch.func's vmap(jacrev) on this 2-core CPU
     # (MnistCNN, float32, seconds per call). Idle machine, 2 threads: B=1 0.0030 vs 0.0030 (tie),
     # B=32 0.046 vs 0.12-0.16, B=128 0.20 vs 0.71; autograd.grad(is_grads_batched=True) 0.075 and
     # 0.32. Loaded machine, 1 thread: B=1 0.0078 vs 0.0092, B=32 0.18 vs 0.49, B=128 0.89 vs 2.7.
     with torch.enable_grad():
         xg = x.detach().requires_grad_()
-        s = _scores(model, xg)
+        s = _scores(model, xg) if validate else model(xg)
         C = s.shape[1]
         rows = [torch.autograd.grad(s[:, k].sum(), xg, retain_graph=k < C - 1,
                                     materialize_grads=True)[0] for k in range(C)]
     return torch.stack(rows, 1).flatten(2), s.detach()
 
 
-def log_prob_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+def log_prob_jacobian(model: nn.Module, x: Tensor, *, validate: bool = True
+                      ) -> tuple[Tensor, Tensor]:
     """The Jacobian ``J = Jac_x log p(y|x, w)`` whose rows are the fields ``g_i = grad_x log p_i``.
 
     ``J = (I - 1 p^T) Js`` with ``Js`` the Jacobian of the model output: right whether the model
@@ -156,6 +162,7 @@ def log_prob_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     Args:
         model: a classifier returning scores (or log-probabilities) ``(B, C)``, in eval mode.
         x: inputs ``(B, *input_shape)``; ``n = prod(input_shape)``.
+        validate: as in :func:`score_jacobian`.
 
     Returns:
         ``(J, log_p)``: ``J`` of shape ``(B, C, n)`` with ``J[b, i] = g_i(x_b)``, and
@@ -163,7 +170,7 @@ def log_prob_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
 
     Paper: eq. (2.5) (``J = Jac_x log p``) and (3.7).
     """
-    Js, s = score_jacobian(model, x)
+    Js, s = score_jacobian(model, x, validate=validate)
     log_p = torch.log_softmax(s, dim=1)
     return Js - log_p.exp().unsqueeze(1) @ Js, log_p
 
