@@ -13,6 +13,33 @@ from .models import MLP, MnistCNN, activation, build_model
 from .reproducibility import environment_summary, seed_everything
 from .training import (CheckpointError, TrainResult, accuracy, reference_model, reference_run,
                        steps_for_epochs, train)
-from .viz import show_images
 
 # geometry of G (eqs. 2.4-2.5, 3.2-3.3), projections, brackets (eq. 3.5), paths (Alg. 4.1)
+from .geometry import (check_batch, check_scores, kl_divergence, local_data_matrix,
+                       local_data_matrix_from_jacobian, local_data_spectrum, local_data_trace,
+                       local_fisher_matrix, log_prob_jacobian, log_prob_parameter_jacobian,
+                       score_jacobian)
+from .projection import default_rtol, project_kernel, project_tangent, tangent_basis
+from .frobenius import (involutivity_residual, lie_brackets, log_prob_hessian_vector_products,
+                        parameter_involutivity_residual, parameter_lie_brackets)
+from .paths import (PROJECTIONS, PathResult, horizontal_direction, horizontal_path,
+                    vertical_path)
+
+# theory chapters (Sections 2-3): Table 1, the KL expansions, Theorem 3.1 checks, the survey
+from .theory import (PLANE_FIELDS, PlaneField, Table, count_maxpool_ties, involutivity_survey,
+                     kl_second_order, memory_table, numerical_rank, parameter_kl_second_order,
+                     principal_angles, score_hessian_vector_products, survey_models,
+                     tangent_angles_along)
+
+# horizontal-path experiments (Figures 4-6): examples, measurements, plots, explorer
+from .experiments import (ExamplePairs, classes_visited, example_pairs, interpolation_gap,
+                          kernel_fraction, linear_interpolation, mirror, path_summary,
+                          plateau_change, segment_distance, settling_step, transitions)
+
+# the trace of G through training (Figure 2) and paths across leaves (Figure 3)
+from .monitoring import numerical_ranks, trace_hook, trace_run
+
+# plots and interactive explorers
+from .viz import (frame_figure, path_and_interpolation, path_scrubber, path_strip,
+                  plot_path_distances, plot_trace_curve, plot_walk, show_images)
+from .widgets import cross_leaf_explorer, involutivity_explorer, path_explorer

@@ -36,3 +36,379 @@ def show_images(images: torch.Tensor, titles: Sequence[str] | None = None, *, nc
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def path_strip(points: torch.Tensor, record_steps: Sequence[int] | torch.Tensor,
+               probs: torch.Tensor | None = None, *, every: int | None = None,
+               row_labels: Sequence[str] | None = None, size: float = 1.1):
+    """Image strips of a batch of paths: one row per path, one column per shown frame.
+
+    Args:
+        points: ``(B, K, 1, 28, 28)`` recorded points (``PathResult.points``); a single path
+            ``(K, 1, 28, 28)`` is shown as one row.
+        record_steps: ``(K,)`` the step of each recorded point (``PathResult.record_steps``).
+        probs: ``(B, K, C)`` class probabilities at those points (``PathResult.probs``); each frame
+            is then titled with its step, predicted class and that class's probability.
+        every: show only the frames whose step is a multiple of ``every``, plus the last frame;
+            ``None`` shows every recorded frame.
+        row_labels: one label per path, written at the left of its row.
+        size: inches per image.
+
+    Returns:
+        The matplotlib figure. Pixels are drawn as in :func:`show_images` (fixed gray scale, in
+        ``[0, 1]`` intensities).
+    """
+    if points.dim() == 4:
+        points = points.unsqueeze(0)
+        probs = None if probs is None else probs.unsqueeze(0)
+    steps = [int(s) for s in record_steps]
+    if len(steps) != points.shape[1]:
+        raise ValueError(f"record_steps has {len(steps)} entries for {points.shape[1]} frames")
+    cols = [k for k, s in enumerate(steps)
+            if every is None or s % every == 0 or k == len(steps) - 1]
+    B = points.shape[0]
+    fig, axes = plt.subplots(B, len(cols), figsize=(size * len(cols), size * B * 1.3),
+                             squeeze=False)
+    images = denormalize(points.detach().cpu()).reshape(B, -1, 28, 28).numpy()
+    for b in range(B):
+        for j, k in enumerate(cols):
+            ax = axes[b, j]
+            ax.imshow(images[b, k], cmap="gray", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            title = f"t={steps[k]}"
+            if probs is not None:
+                p, c = probs[b, k].max(-1)
+                title += f"\n{int(c)}: {float(p):.2f}"
+            ax.set_title(title, fontsize=7)
+        if row_labels is not None:
+            axes[b, 0].set_ylabel(row_labels[b], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_trace_curve(log: Sequence[dict], steps_per_epoch: float, *,
+                     reference_step: int | None = None, rank_key: str = "rank_G_by_rtol"):
+    """Figure 2: the trace of ``G`` through training, with the numerical rank and the accuracy.
+
+    Three panels against the SGD step: (a) the mean and the median of ``Tr G`` over the fixed
+    images, log scale; (b) the mean numerical rank at each logged tolerance; (c) the accuracy on
+    the logged images and on the test set, where logged. Epochs are marked on a top axis of (a)
+    and the reference checkpoint by a dashed line in every panel.
+
+    Args:
+        log: ``TrainResult.log`` of :func:`leafkit.monitoring.trace_run` (dicts with ``step``,
+            ``trace_mean``, ``trace_median``, ``rtols``, ``rank_J_by_rtol``, ``rank_G_by_rtol`` and
+            optionally ``train_accuracy``, ``test_accuracy``).
+        steps_per_epoch: SGD steps per epoch (for the epoch axis).
+        reference_step: the step of the reference checkpoint, or ``None``.
+        rank_key: ``"rank_G_by_rtol"`` or ``"rank_J_by_rtol"``, the rank shown in (b).
+
+    Returns:
+        The matplotlib figure.
+
+    Paper: Figure 2.
+    """
+    steps = [r["step"] for r in log]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax = axes[0]
+    ax.semilogy(steps, [r["trace_mean"] for r in log], "o-", ms=3, label="mean")
+    ax.semilogy(steps, [r["trace_median"] for r in log], "s-", ms=3, label="median")
+    ax.set_ylabel(r"Tr $G$ over the fixed images")
+    ax.set_title("(a) trace of G (soft rank)")
+    top = ax.secondary_xaxis("top", functions=(lambda s: s / steps_per_epoch,
+                                               lambda e: e * steps_per_epoch))
+    top.set_xlabel("epoch")
+    ax = axes[1]
+    rtols = log[0]["rtols"]
+    for i, r in enumerate(rtols):
+        ax.plot(steps, [rec[rank_key][i] for rec in log], label=f"tol {r:.0e}")
+    ax.set_ylabel("mean numerical rank")
+    ax.set_title(f"(b) rank of {'G' if rank_key == 'rank_G_by_rtol' else 'J'} by tolerance")
+    ax = axes[2]
+    for key, label in (("train_accuracy", "fixed training images"), ("test_accuracy", "test set")):
+        if key in log[0]:
+            ax.plot(steps, [r[key] for r in log], label=label)
+    ax.set_ylabel("accuracy")
+    ax.set_title("(c) accuracy")
+    for ax in axes:
+        ax.set_xlabel("SGD step")
+        if reference_step is not None:
+            ax.axvline(reference_step, color="gray", ls="--", lw=1)
+        ax.legend(fontsize=7)
+    axes[0].legend(fontsize=7, title="reference: dashed" if reference_step is not None else None,
+                   title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_walk(steps: Sequence[int] | torch.Tensor,
+              curves: dict[str, tuple[torch.Tensor, torch.Tensor]], *,
+              labels: Sequence[str] | None = None):
+    """Distance from the start and probability of the starting class along walks (Figure 3).
+
+    Args:
+        steps: ``(K,)`` the steps at which the curves are given.
+        curves: ``{name: (distance, prob)}`` with ``distance`` and ``prob`` of shape ``(B, K)``,
+            one entry per kind of walk (e.g. across leaves, and an unprojected control); each is
+            drawn solid for the first kind, dashed for the second, and so on.
+        labels: one label per path ``b`` (e.g. the starting digit).
+
+    Returns:
+        The matplotlib figure with two panels: distance (left) and probability (right).
+    """
+    steps = torch.as_tensor(steps).numpy()
+    fig, (ax_d, ax_p) = plt.subplots(1, 2, figsize=(11, 3.6))
+    styles = ["-", "--", ":", "-."]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (name, (dist, prob)), style in zip(curves.items(), styles):
+        for b in range(dist.shape[0]):
+            label = f"{name}, {labels[b]}" if labels is not None else f"{name}, path {b}"
+            color = colors[b % len(colors)]
+            ax_d.plot(steps, torch.as_tensor(dist[b]).numpy(), style, color=color, label=label)
+            ax_p.plot(steps, torch.as_tensor(prob[b]).numpy(), style, color=color, label=label)
+    ax_d.set_xlabel("step")
+    ax_d.set_ylabel(r"$\|x_t - x_0\|$")
+    ax_d.set_title("distance from the start")
+    ax_p.set_xlabel("step")
+    ax_p.set_ylabel("p(starting class)")
+    ax_p.set_ylim(0, 1.02)
+    ax_p.set_title("probability of the starting class")
+    ax_d.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def frame_figure(image: torch.Tensor, probs: torch.Tensor, *, title: str = "",
+                 highlight: int | None = None, curve: tuple[Sequence, Sequence] | None = None,
+                 marker: float | None = None, curve_label: str = ""):
+    """One frame of a path: the image, a bar chart of the class probabilities beside it, and
+    optionally a curve along the path with the current step marked (used by the explorers).
+
+    Args:
+        image: ``(1, 28, 28)`` or ``(28, 28)`` normalized image.
+        probs: ``(C,)`` class probabilities at this frame.
+        title: title over the image.
+        highlight: a class whose bar is drawn in a second color (e.g. the starting class).
+        curve: ``(xs, ys)`` drawn in a third panel on ``[0, 1]``, e.g. steps and a probability.
+        marker: the x position of the current frame on ``curve``.
+        curve_label: the y label of the curve panel.
+
+    Returns:
+        The matplotlib figure.
+    """
+    ncols = 3 if curve is not None else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(3.2 * ncols, 2.8),
+                             gridspec_kw={"width_ratios": [1, 1.3, 1.6][:ncols]})
+    axes[0].imshow(denormalize(image.detach().cpu()).reshape(28, 28).numpy(), cmap="gray", vmin=0,
+                   vmax=1)
+    axes[0].set_xticks([])
+    axes[0].set_yticks([])
+    axes[0].set_title(title, fontsize=9)
+    probs = probs.detach().cpu().numpy()
+    colors = ["C0"] * len(probs)
+    if highlight is not None:
+        colors[highlight] = "C1"
+    axes[1].bar(range(len(probs)), probs, color=colors)
+    axes[1].set_xticks(range(len(probs)))
+    axes[1].set_ylim(0, 1)
+    axes[1].set_xlabel("class")
+    axes[1].set_title("p(y | x)", fontsize=9)
+    if curve is not None:
+        axes[2].plot(*(torch.as_tensor(c).numpy() for c in curve))
+        axes[2].set_ylim(0, 1.02)
+        if marker is not None:
+            axes[2].axvline(marker, color="C1", lw=1)
+        axes[2].set_xlabel("step")
+        axes[2].set_ylabel(curve_label, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _top_title(probs: torch.Tensor) -> str:
+    """``"c: p"``: the predicted class and its probability, for a `(C,)` distribution."""
+    p, c = probs.max(-1)
+    return f"{int(c)}: {float(p):.2f}"
+
+
+def path_and_interpolation(model, result, rows: Sequence[int], source: torch.Tensor,
+                           target: torch.Tensor, *, frames: int = 9,
+                           row_labels: Sequence[str] | None = None, size: float = 1.0):
+    """Paths between one pair of images beside the straight line between them.
+
+    One row per path in ``rows`` (``frames`` recorded points evenly spread over the path, each
+    titled with its step, predicted class and that class's probability), then a last row with
+    the linear interpolation ``(1 - s) source + s target`` at ``frames`` evenly spaced ``s``,
+    titled the same way.
+
+    Args:
+        model: the classifier, to label the interpolation's frames.
+        result: a :class:`~leafkit.paths.PathResult` whose paths ``rows`` join ``source`` to
+            ``target``.
+        rows: indices of the paths to show.
+        source: `(1, 28, 28)` the common source.
+        target: `(1, 28, 28)` the common target.
+        frames: images per row.
+        row_labels: one label per row of ``rows`` (the interpolation row is labelled for you).
+        size: inches per image.
+
+    Returns:
+        The matplotlib figure.
+
+    Paper: Figures 4 and 5 (paths beside linear interpolation).
+    """
+    from .experiments import linear_interpolation
+
+    K = result.points.shape[1]
+    cols = torch.linspace(0, K - 1, frames).round().long()
+    steps = result.record_steps[cols]
+    images, titles = [], []
+    for b in rows:
+        images.append(result.points[b, cols])
+        titles.append([f"t={int(t)}\n{_top_title(p)}"
+                       for t, p in zip(steps, result.probs[b, cols])])
+    line = linear_interpolation(source[None].cpu(), target[None].cpu(), frames)[0]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        probs = model(line.to(device)).softmax(-1).cpu()
+    images.append(line)
+    titles.append([f"s={s:.2f}\n{_top_title(p)}"
+                   for s, p in zip(torch.linspace(0, 1, frames).tolist(), probs)])
+    labels = list(row_labels or [f"path {b}" for b in rows]) + ["interpolation"]
+    fig, axes = plt.subplots(len(images), frames,
+                             figsize=(size * frames, size * 1.35 * len(images)), squeeze=False)
+    for r, (row, row_titles) in enumerate(zip(images, titles)):
+        pixels = denormalize(row.detach().cpu()).reshape(frames, 28, 28).numpy()
+        for j in range(frames):
+            ax = axes[r, j]
+            ax.imshow(pixels[j], cmap="gray", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(row_titles[j], fontsize=7)
+        axes[r, 0].set_ylabel(labels[r], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_path_distances(result, labels: Sequence[str], projections: Sequence[str], *,
+                        tol: float | None = 1.0):
+    """Distance to the target and the model's confidence along horizontal paths.
+
+    Left: ``||target - x_t||`` at every step. Right: the probability of the predicted class at
+    the recorded points, with a dot where the predicted class changes (annotated with the new
+    class). One color per pair (``labels``), one line style per projection (``projections``).
+
+    Args:
+        result: a horizontal :class:`~leafkit.paths.PathResult` of ``B`` paths.
+        labels: `(B,)` the pair of each path, e.g. ``"0 -> 1"`` (paths with the same label share
+            a color).
+        projections: `(B,)` the projection of each path.
+        tol: the arrival radius, drawn as a dotted line (``None``: not drawn).
+
+    Returns:
+        The matplotlib figure.
+
+    Paper: Algorithm 4.1; Figures 4-6.
+    """
+    pairs = list(dict.fromkeys(labels))
+    kinds = list(dict.fromkeys(projections))
+    styles = ["-", "--", ":", "-."]
+    fig, (ax_d, ax_p) = plt.subplots(1, 2, figsize=(11, 3.6))
+    steps = result.record_steps.numpy()
+    top, pred = result.probs.max(-1)
+    top = top.numpy()
+    for b, (label, kind) in enumerate(zip(labels, projections)):
+        color = f"C{pairs.index(label) % 10}"
+        style = styles[kinds.index(kind) % len(styles)]
+        d = result.distance[b, : int(result.steps_taken[b]) + 1].numpy()
+        ax_d.plot(d, style, color=color, label=f"{label}, {kind}")
+        ax_p.plot(steps, top[b], style, color=color)
+        change = ((pred[b, 1:] != pred[b, :-1]).nonzero().flatten() + 1).numpy()
+        ax_p.plot(steps[change], top[b, change], "o", color=color, ms=4)
+        for k in change.tolist():
+            ax_p.annotate(str(int(pred[b, k])), (float(steps[k]), float(top[b, k])), fontsize=7,
+                          xytext=(2, 2), textcoords="offset points")
+    if tol is not None:
+        ax_d.axhline(tol, color="gray", ls=":", lw=1)
+    ax_d.set_xlabel("step")
+    ax_d.set_ylabel(r"$\|x_{target} - x_t\|$")
+    ax_d.set_title("distance to the target")
+    ax_d.set_ylim(bottom=0)
+    ax_d.legend(fontsize=7)
+    ax_p.set_xscale("symlog", linthresh=100)  # class changes come early: stretch the start
+    ax_p.set_xlabel("step (linear to 100, then log)")
+    ax_p.set_ylabel("probability of the predicted class")
+    ax_p.set_title("confidence; dots: the predicted class changes")
+    ax_p.set_ylim(0, 1.05)
+    fig.tight_layout()
+    return fig
+
+
+def path_scrubber(result, index: int = 0, *, frames: int = 40, title: str = "",
+                  dpi: int = 60):
+    """A kernel-free scrubber of one path: an HTML/JavaScript animation with a slider.
+
+    Pre-renders at most ``frames`` of the recorded points (image, class probabilities, and the
+    distance curve with the current step marked) with ``matplotlib.animation`` and
+    ``to_jshtml``, so the slider works on a static web page where no kernel can recompute.
+
+    Args:
+        result: a :class:`~leafkit.paths.PathResult`.
+        index: which path of the batch.
+        frames: the most frames to embed (evenly spread over the recorded points).
+        title: a line shown above the image.
+        dpi: resolution of the embedded frames (keeps the page small).
+
+    Returns:
+        ``IPython.display.HTML``; display it (it is the value of a cell).
+
+    Raises:
+        ValueError: ``index`` out of range or ``frames < 2``.
+
+    Paper: Figures 3-6 (the paths, frame by frame).
+    """
+    from IPython.display import HTML
+    from matplotlib import animation
+
+    if not 0 <= index < result.points.shape[0]:
+        raise ValueError(f"index must be in [0, {result.points.shape[0]}), got {index}")
+    if frames < 2:
+        raise ValueError(f"frames must be at least 2, got {frames}")
+    K = result.points.shape[1]
+    cols = torch.linspace(0, K - 1, min(frames, K)).round().long().unique()
+    steps = result.record_steps[cols]
+    pixels = denormalize(result.points[index, cols]).reshape(len(cols), 28, 28).numpy()
+    probs = result.probs[index, cols]
+    dist = result.distance[index].numpy()
+    label = "distance to target" if result.kind == "horizontal" else "distance from start"
+    fig, (ax_i, ax_p, ax_d) = plt.subplots(1, 3, figsize=(7.5, 2.2), dpi=dpi,
+                                           gridspec_kw={"width_ratios": [1, 1.3, 1.8]})
+    image = ax_i.imshow(pixels[0], cmap="gray", vmin=0.0, vmax=1.0)
+    ax_i.set_xticks([])
+    ax_i.set_yticks([])
+    caption = ax_i.set_title("", fontsize=8)
+    bars = ax_p.bar(range(probs.shape[1]), probs[0].tolist())
+    ax_p.set_ylim(0, 1)
+    ax_p.set_xticks(range(probs.shape[1]))
+    ax_p.tick_params(labelsize=7)
+    ax_p.set_title("p(y | x)", fontsize=8)
+    ax_d.plot(dist, lw=1)
+    ax_d.set_title(label, fontsize=8)
+    ax_d.tick_params(labelsize=7)
+    marker = ax_d.axvline(0, color="C1", lw=1)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+
+    def draw(k: int):
+        image.set_data(pixels[k])
+        for bar, p in zip(bars, probs[k].tolist()):
+            bar.set_height(p)
+        caption.set_text(f"step {int(steps[k])}, {_top_title(probs[k])}")
+        marker.set_xdata([int(steps[k])] * 2)
+        return (image, caption, marker, *bars)
+
+    anim = animation.FuncAnimation(fig, draw, frames=len(cols), interval=200, blit=False)
+    html = anim.to_jshtml(default_mode="once")
+    plt.close(fig)
+    return HTML(html)

@@ -1,0 +1,318 @@
+"""Interactive explorers (ipywidgets) for the path chapters.
+
+Each function returns a widget that a reader runs in Jupyter, Colab or Binder: it computes paths
+with a progress bar and shows a slider over the recorded frames with the class probabilities
+beside the image. Every explorer also renders a default output when its cell runs
+non-interactively (nbval, the book build), and none of them blocks.
+
+Paper: Section 4 (Figures 3-6).
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib.pyplot as plt
+import torch
+from torch import nn
+
+from .data import pixel_bounds
+from .paths import PathResult, vertical_path
+from .viz import frame_figure
+
+
+def figure_png(fig) -> bytes:
+    """Render a matplotlib figure to PNG bytes and close it (for ``ipywidgets.Image``, whose
+    content is kept in the saved notebook, so the frame also shows on a static page)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def cross_leaf_explorer(model: nn.Module, data, *, index: int = 0, step_size: float = 0.1,
+                        steps: int = 500, seed: int = 0, record_every: int = 10,
+                        bounds: tuple[float, float] | None = None):
+    """An explorer of paths across leaves (Section 4.2): walk a test image along a fixed random
+    direction projected onto ``ker G`` at each step, and scrub through the frames.
+
+    The reader picks the test image (by index, or the first test image of a digit), the step
+    size, the number of steps and the seed of the random direction, then presses *Run*; a
+    progress bar follows the walk. A slider moves over the recorded frames and shows the image,
+    the class probabilities beside it (the starting class highlighted) and the probability of the
+    starting class along the whole walk. The walk with the default settings is computed when the
+    widget is built, so the cell shows a finished frame (the last one) even when it runs
+    non-interactively.
+
+    Args:
+        model: the classifier (e.g. :func:`leafkit.reference_model`).
+        data: an :class:`~leafkit.data.MNISTData`; its test images are the starting points.
+        index: default test index.
+        step_size: default step length ``alpha``.
+        steps: default number of steps.
+        seed: default seed of the random direction.
+        record_every: keep a frame every that many steps.
+        bounds: pixel box to clamp to after each step; ``None``: the valid pixel box
+            (:func:`leafkit.data.pixel_bounds`), as in the authors' code.
+
+    Returns:
+        An ``ipywidgets.VBox``; its attribute ``result`` holds the latest
+        :class:`~leafkit.paths.PathResult`.
+
+    Paper: Section 4.2, Figure 3.
+    """
+    import ipywidgets as w
+
+    if not 0 <= index < len(data.test_x):
+        raise ValueError(f"index must be in [0, {len(data.test_x)}), got {index}")
+    bounds = pixel_bounds() if bounds is None else bounds
+    style = {"description_width": "initial"}
+    index_box = w.BoundedIntText(index, min=0, max=len(data.test_x) - 1, description="test index",
+                                 style=style, layout=w.Layout(width="170px"))
+    digit_box = w.Dropdown(options=[("-", None)] + [(str(d), d) for d in range(10)],
+                           description="or first image of digit", style=style,
+                           layout=w.Layout(width="210px"))
+    alpha_box = w.FloatLogSlider(step_size, base=10, min=-3, max=0, step=0.25,
+                                 description="step size", style=style)
+    steps_box = w.IntSlider(steps, min=record_every, max=5000, step=record_every,
+                            description="steps", style=style)
+    seed_box = w.IntText(seed, description="seed", style=style, layout=w.Layout(width="140px"))
+    run_button = w.Button(description="Run", button_style="primary", icon="play")
+    bar = w.IntProgress(0, min=0, max=steps, description="walk", style=style)
+    frame = w.IntSlider(0, min=0, max=0, description="frame", continuous_update=False,
+                        style=style, layout=w.Layout(width="500px"))
+    picture = w.Image(format="png")
+    box = w.VBox([w.HBox([index_box, digit_box, seed_box]), w.HBox([alpha_box, steps_box]),
+                  w.HBox([run_button, bar]), frame, picture])
+
+    def pick_digit(change) -> None:
+        if change["new"] is not None:
+            index_box.value = int(torch.nonzero(data.test_y == change["new"])[0])
+
+    def show(_=None) -> None:
+        res: PathResult = box.result
+        k = frame.value
+        start = int(res.predicted[0, 0])
+        p_start = res.probs[0, :, start]
+        title = (f"test image {box.index}, step {int(res.record_steps[k])}\n"
+                 f"||x - x0|| = {float(res.distance[0, res.record_steps[k]]):.2f}")
+        picture.value = figure_png(frame_figure(
+            res.points[0, k], res.probs[0, k], title=title, highlight=start,
+            curve=(res.record_steps, p_start), marker=int(res.record_steps[k]),
+            curve_label=f"p(class {start})"))
+
+    def run(_=None) -> None:
+        bar.max, bar.value = steps_box.value, 0
+        x = data.test_x[index_box.value][None]
+        u = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed_box.value))
+
+        def follow(step: int, distance: torch.Tensor) -> bool:
+            bar.value = step
+            return False
+
+        box.result = vertical_path(model, x, u, step_size=alpha_box.value,
+                                   steps=steps_box.value, bounds=bounds,
+                                   record_every=record_every, progress=False, stop=follow)
+        box.index = index_box.value
+        bar.value = bar.max
+        frame.unobserve(show, "value")
+        frame.max = frame.value = len(box.result.record_steps) - 1
+        frame.observe(show, "value")
+        show()
+
+    digit_box.observe(pick_digit, "value")
+    run_button.on_click(run)
+    run()
+    return box
+
+
+def involutivity_explorer(x: torch.Tensor, *, num_classes: int = 10,
+                          activations: tuple[str, ...] = ("relu", "tanh", "softplus", "gelu",
+                                                          "sigmoid"),
+                          depths: tuple[int, ...] = (1, 2, 3, 4),
+                          widths: tuple[int, ...] = (8, 32, 128, 512), seed: int = 0):
+    """An explorer of the involutivity residual (Theorem 3.1) of randomly initialized MLPs.
+
+    The reader picks the activation, the number of hidden layers, their width and the precision;
+    the residual :func:`leafkit.frobenius.involutivity_residual` is recomputed on the inputs
+    ``x`` at once. ReLU gives round-off (about ``1e-15`` in float64, ``1e-7`` to ``1e-4`` in
+    float32); smooth activations give order one. The default setting is also printed as plain
+    text when the widget is built, so a static page shows a result.
+
+    Args:
+        x: inputs ``(B, *input_shape)``, e.g. a few test digits.
+        num_classes: ``C`` of the MLPs.
+        activations, depths, widths: the choices offered (the first activation, the second depth
+            and the second width are the defaults).
+        seed: the seed of each network's initialization.
+
+    Returns:
+        An ``ipywidgets.VBox``.
+
+    Paper: Theorem 3.1, eq. (3.4); the Remark after it (smooth activations).
+    """
+    import ipywidgets as w
+
+    from .frobenius import involutivity_residual
+    from .models import MLP
+
+    if not activations or not depths or not widths:
+        raise ValueError("activations, depths and widths must each offer at least one choice")
+    n = x[0].numel()
+    act_box = w.Dropdown(options=activations, value=activations[0], description="activation")
+    depth_box = w.Dropdown(options=depths, value=depths[min(1, len(depths) - 1)],
+                           description="hidden layers")
+    width_box = w.Dropdown(options=widths, value=widths[min(1, len(widths) - 1)],
+                           description="width")
+    dtype_box = w.ToggleButtons(options=["float64", "float32"], value="float64",
+                                description="precision")
+    out = w.Output()
+
+    def report() -> str:
+        with torch.random.fork_rng():  # seeded, without touching the caller's random state
+            torch.manual_seed(seed)
+            net = MLP(n, [width_box.value] * depth_box.value, num_classes, act_box.value).eval()
+        dtype = torch.float64 if dtype_box.value == "float64" else torch.float32
+        res = involutivity_residual(net, x, dtype=dtype)
+        return (f"{act_box.value} MLP, {depth_box.value} x {width_box.value} hidden, "
+                f"{dtype_box.value}: residual median {res.median():.1e}, max {res.max():.1e} "
+                f"over {len(x)} inputs")
+
+    def update(_=None) -> None:
+        with out:
+            out.clear_output(wait=True)
+            print(report())
+
+    print("default setting:", report())
+    for box in (act_box, depth_box, width_box, dtype_box):
+        box.observe(update, "value")
+    update()
+    return w.VBox([w.HBox([act_box, depth_box]), w.HBox([width_box, dtype_box]), out])
+
+
+def path_explorer(model: nn.Module, data, *, source: int = 0, target: int | None = None,
+                  step_size: float = 0.1, max_steps: int = 300, projection: str = "exact",
+                  tol: float = 1.0, record_every: int = 10, mirror_target: bool = False,
+                  bounds: tuple[float, float] | None = None):
+    """An explorer of horizontal paths (Algorithm 4.1) between two test images.
+
+    The reader picks the source and the target (by test index, or the first test image of a
+    digit; the target may be mirrored left to right, as in Figure 5), the projection, the step
+    size and the budget of steps, then presses *Run*; a progress bar follows the path. A slider
+    moves over the recorded frames and shows the image, the class probabilities beside it (the
+    target's class highlighted) and the distance to the target along the whole path. The path
+    with the default settings is computed when the widget is built, so the cell shows a finished
+    frame (the last one) even when it runs non-interactively.
+
+    Args:
+        model: the classifier (e.g. :func:`leafkit.reference_model`).
+        data: an :class:`~leafkit.data.MNISTData`; sources and targets are its test images.
+        source: default test index of the source.
+        target: default test index of the target; ``None``: the first test image of another
+            class than the source's.
+        step_size: default step length ``alpha``.
+        max_steps: default budget of steps.
+        projection: default projection (see :func:`leafkit.paths.horizontal_path`).
+        tol: arrival radius.
+        record_every: keep a frame every that many steps.
+        mirror_target: whether the target starts mirrored left to right (Figure 5).
+        bounds: pixel box to clamp to after each step; ``None``: the valid pixel box
+            (:func:`leafkit.data.pixel_bounds`), as in the authors' code.
+
+    Returns:
+        An ``ipywidgets.VBox``; its attribute ``result`` holds the latest
+        :class:`~leafkit.paths.PathResult`.
+
+    Raises:
+        ValueError: an index out of range or an unknown projection.
+
+    Paper: Algorithm 4.1, Figures 4-6.
+    """
+    import ipywidgets as w
+
+    from .experiments import mirror
+    from .paths import PROJECTIONS, horizontal_path
+
+    n_test = len(data.test_x)
+    if target is None:
+        target = int(torch.nonzero(data.test_y != data.test_y[source])[0])
+    for name, value in (("source", source), ("target", target)):
+        if not 0 <= value < n_test:
+            raise ValueError(f"{name} must be in [0, {n_test}), got {value}")
+    if projection not in PROJECTIONS:
+        raise ValueError(f"unknown projection {projection!r}; choose one of {PROJECTIONS}")
+    bounds = pixel_bounds() if bounds is None else bounds
+    style = {"description_width": "initial"}
+    small = w.Layout(width="170px")
+
+    def picker(value: int, what: str):
+        index = w.BoundedIntText(value, min=0, max=n_test - 1, description=f"{what} index",
+                                 style=style, layout=small)
+        digit = w.Dropdown(options=[("-", None)] + [(str(d), d) for d in range(10)],
+                           description="or first of digit", style=style,
+                           layout=w.Layout(width="180px"))
+
+        def pick(change) -> None:
+            if change["new"] is not None:
+                index.value = int(torch.nonzero(data.test_y == change["new"])[0])
+
+        digit.observe(pick, "value")
+        return index, digit
+
+    source_box, source_digit = picker(source, "source")
+    target_box, target_digit = picker(target, "target")
+    mirror_box = w.Checkbox(mirror_target, description="mirror the target", style=style)
+    proj_box = w.Dropdown(options=PROJECTIONS, value=projection, description="projection",
+                          style=style, layout=w.Layout(width="200px"))
+    alpha_box = w.FloatLogSlider(step_size, base=10, min=-3, max=0, step=0.25,
+                                 description="step size", style=style)
+    steps_box = w.IntSlider(max_steps, min=record_every, max=10000, step=record_every,
+                            description="budget (steps)", style=style)
+    run_button = w.Button(description="Run", button_style="primary", icon="play")
+    bar = w.IntProgress(0, min=0, max=max_steps, description="path", style=style)
+    frame = w.IntSlider(0, min=0, max=0, description="frame", continuous_update=False,
+                        style=style, layout=w.Layout(width="500px"))
+    picture = w.Image(format="png")
+    box = w.VBox([w.HBox([source_box, source_digit]),
+                  w.HBox([target_box, target_digit, mirror_box]),
+                  w.HBox([proj_box, alpha_box, steps_box]), w.HBox([run_button, bar]),
+                  frame, picture])
+
+    def show(_=None) -> None:
+        res: PathResult = box.result
+        k = frame.value
+        t = int(res.record_steps[k])
+        title = (f"{box.pair}, step {t}\n||target - x|| = {float(res.distance[0, t]):.2f}"
+                 + (" (arrived)" if bool(res.arrived[0]) and k == len(res.record_steps) - 1
+                    else ""))
+        picture.value = figure_png(frame_figure(
+            res.points[0, k], res.probs[0, k], title=title, highlight=box.target_class,
+            curve=(range(res.distance.shape[1]), res.distance[0].numpy()), marker=t,
+            curve_label="distance to target"))
+
+    def run(_=None) -> None:
+        bar.max, bar.value = steps_box.value, 0
+        x = data.test_x[source_box.value][None]
+        y = data.test_x[target_box.value][None]
+        y = mirror(y) if mirror_box.value else y
+
+        def follow(step: int, distance: torch.Tensor) -> bool:
+            bar.value = step
+            return False
+
+        box.result = horizontal_path(model, x, y, step_size=alpha_box.value,
+                                     max_steps=steps_box.value, tol=tol, bounds=bounds,
+                                     projection=proj_box.value, record_every=record_every,
+                                     progress=False, stop=follow)
+        box.target_class = int(data.test_y[target_box.value])
+        box.pair = (f"#{source_box.value} -> {'mirror of ' if mirror_box.value else ''}"
+                    f"#{target_box.value} ({proj_box.value})")
+        bar.value = bar.max
+        frame.unobserve(show, "value")
+        frame.max = frame.value = len(box.result.record_steps) - 1
+        frame.observe(show, "value")
+        show()
+
+    run_button.on_click(run)
+    run()
+    return box
