@@ -12,7 +12,6 @@ Pixels are normalized as in the authors' code (and the PyTorch MNIST example):
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from dataclasses import dataclass
@@ -38,14 +37,6 @@ class MNISTData:
     test_y: torch.Tensor
     source: str  # "full" or "offline"
     description: str
-
-    @property
-    def fingerprint(self) -> str:
-        """A short hash of the images and labels: a changed data set never reuses a checkpoint."""
-        h = hashlib.sha256()
-        for t in (self.train_x, self.train_y, self.test_x, self.test_y):
-            h.update(t.contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
 
     def __repr__(self) -> str:
         return (f"MNISTData(source={self.source!r}, train={tuple(self.train_x.shape)}, "
