@@ -17,6 +17,7 @@ from .training import (CheckpointError, TrainResult, accuracy, reference_model, 
 # geometry of G (eqs. 2.4-2.5, 3.2-3.3), projections, brackets (eq. 3.5), paths (Alg. 4.1)
 from .geometry import (check_batch, check_scores, kl_divergence, local_data_matrix,
                        local_data_matrix_from_jacobian, local_data_spectrum, local_data_trace,
+                       local_data_trace_from_jacobian,
                        local_fisher_matrix, log_prob_jacobian, log_prob_parameter_jacobian,
                        score_jacobian)
 from .projection import default_rtol, project_kernel, project_tangent, tangent_basis

@@ -25,6 +25,7 @@ __all__ = [
     "local_data_matrix_from_jacobian",
     "local_data_spectrum",
     "local_data_trace",
+    "local_data_trace_from_jacobian",
     "local_fisher_matrix",
     "log_prob_jacobian",
     "log_prob_parameter_jacobian",
@@ -235,8 +236,23 @@ def local_data_trace(model: nn.Module, x: Tensor, *, batch_size: int | None = No
     traces = []
     for chunk in x.split(batch_size or x.shape[0]):
         J, log_p = log_prob_jacobian(model, chunk)
-        traces.append(torch.einsum("bc,bc->b", log_p.exp(), J.square().sum(-1)))
+        traces.append(local_data_trace_from_jacobian(J, log_p))
     return torch.cat(traces)
+
+
+def local_data_trace_from_jacobian(J: Tensor, log_p: Tensor) -> Tensor:
+    """``Tr G = sum_i p_i ||g_i||^2`` from the factored form, for callers that already hold ``J``.
+
+    Args:
+        J: ``(B, C, n)`` from :func:`log_prob_jacobian`.
+        log_p: ``(B, C)``.
+
+    Returns:
+        ``Tr G`` of shape ``(B,)``.
+
+    Paper: eq. (4.1).
+    """
+    return torch.einsum("bc,bc->b", log_p.exp(), J.square().sum(-1))
 
 
 def local_data_spectrum(J: Tensor, log_p: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .geometry import check_batch, log_prob_jacobian
+from .geometry import check_batch, local_data_trace_from_jacobian, log_prob_jacobian
 from .models import MnistCNN
 from .theory import numerical_rank
 from .training import REFERENCE_EPOCHS, TrainResult, steps_for_epochs, train
@@ -104,7 +104,7 @@ def trace_hook(images: Tensor, labels: Tensor | None = None, *, rank_rtol: float
         traces, ranks_J, ranks_G, log_ps = [], [], [], []
         for chunk in images.split(batch_size or len(images)):
             J, log_p = log_prob_jacobian(model, chunk.to(dev))
-            traces.append(torch.einsum("bc,bc->b", log_p.exp(), J.square().sum(-1)))
+            traces.append(local_data_trace_from_jacobian(J, log_p))
             rank_J, rank_G = numerical_ranks(J, log_p, rtols)
             ranks_J.append(rank_J)
             ranks_G.append(rank_G)
