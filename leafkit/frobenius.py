@@ -59,6 +59,13 @@ def log_prob_hessian_vector_products(model: nn.Module, x: Tensor, V: Tensor) -> 
 
     Paper: eq. (3.5)–(3.11).
     """
+    return _hessian_vector_products(model, x, V, "log_p")
+
+
+def _hessian_vector_products(model: nn.Module, x: Tensor, V: Tensor, of: str) -> Tensor:
+    """``(B, C, m, n)`` products of the Hessians in ``x`` of ``log p`` (``of="log_p"``) or of the
+    scores ``s`` (``of="scores"``) with ``V``; forward-over-reverse, see
+    :func:`log_prob_hessian_vector_products`."""
     check_batch(x)
     check_batch(V, "V", ndim_min=3)
     B, m = V.shape[:2]
@@ -70,11 +77,12 @@ def log_prob_hessian_vector_products(model: nn.Module, x: Tensor, V: Tensor) -> 
         _scores(model, x)  # validate the output once, outside the transforms
     V = V.detach().reshape(B, m, *x.shape[1:])
 
-    def log_p(z: Tensor) -> Tensor:
-        return torch.log_softmax(model(z.unsqueeze(0)), dim=-1)[0]
+    def f(z: Tensor) -> Tensor:
+        out = model(z.unsqueeze(0))
+        return (torch.log_softmax(out, dim=-1) if of == "log_p" else out)[0]
 
     def products(xb: Tensor, Vb: Tensor) -> Tensor:  # (m, *input_shape) -> (C, m, *input_shape)
-        return vmap(lambda v: jvp(jacrev(log_p), (xb,), (v,))[1])(Vb).transpose(0, 1)
+        return vmap(lambda v: jvp(jacrev(f), (xb,), (v,))[1])(Vb).transpose(0, 1)
 
     # Seconds on this CPU (one thread, the machine shared), MnistCNN float64, C = m = 10, at
     # B = 2 / 8 / 16: this 0.99 / 4.1 / 6.6; forward-over-reverse on batch sums, no per-sample vmap,

@@ -24,6 +24,7 @@ from torch.func import functional_call, jvp, vmap
 
 from .geometry import (_flat_parameters, _scores, check_batch, kl_divergence,
                        log_prob_jacobian)
+from .frobenius import _hessian_vector_products
 from .projection import tangent_basis
 
 __all__ = [
@@ -425,7 +426,8 @@ def count_maxpool_ties(model: nn.Module, x: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- Theorem 3.1
 
 def score_hessian_vector_products(model: nn.Module, x: Tensor, V: Tensor) -> Tensor:
-    """Products ``H(s_k)(x_b) v`` of the Hessians in ``x`` of every score, by double backward.
+    """Products ``H(s_k)(x_b) v`` of the Hessians in ``x`` of every score, by forward-over-reverse
+    (the routine behind :func:`leafkit.frobenius.log_prob_hessian_vector_products`).
 
     For a network built from ReLU, max-pool and affine layers every product is exactly zero
     (the scores are piecewise linear), which is the hypothesis behind eq. (3.8)-(3.10). A score
@@ -441,28 +443,7 @@ def score_hessian_vector_products(model: nn.Module, x: Tensor, V: Tensor) -> Ten
 
     Paper: eq. (3.8)-(3.9).
     """
-    check_batch(x)
-    check_batch(V, "V", ndim_min=3)
-    B, m = V.shape[:2]
-    n = x[0].numel()
-    if V.shape[0] != B or V[0, 0].numel() != n:
-        raise ValueError(f"V must hold m vectors of {n} entries per sample, shape (B, m, n) or "
-                         f"(B, m, *input_shape) with B = {x.shape[0]}, got {tuple(V.shape)}")
-    V = V.detach().reshape(B, m, *x.shape[1:])
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_()
-        s = _scores(model, xg)
-        rows = []
-        for k in range(s.shape[1]):
-            grad = torch.autograd.grad(s[:, k].sum(), xg, create_graph=True)[0]
-            if not grad.requires_grad:  # the gradient is constant in x: H(s_k) = 0
-                rows.append(torch.zeros(B, m, n, dtype=x.dtype, device=x.device))
-                continue
-            rows.append(torch.stack([
-                torch.autograd.grad(grad, xg, V[:, j], retain_graph=True, allow_unused=True,
-                                    materialize_grads=True)[0].reshape(B, n)
-                for j in range(m)], 1))
-    return torch.stack(rows, 1)
+    return _hessian_vector_products(model, x, V, "scores")
 
 
 def principal_angles(Q1: Tensor, Q2: Tensor) -> Tensor:
