@@ -27,6 +27,7 @@ __all__ = [
     "log_prob_hessian_vector_products",
     "parameter_involutivity_residual",
     "parameter_lie_brackets",
+    "score_hessian_vector_products",
 ]
 
 
@@ -60,6 +61,27 @@ def log_prob_hessian_vector_products(model: nn.Module, x: Tensor, V: Tensor) -> 
     Paper: eq. (3.5)–(3.11).
     """
     return _hessian_vector_products(model, x, V, "log_p")
+
+
+def score_hessian_vector_products(model: nn.Module, x: Tensor, V: Tensor) -> Tensor:
+    """Products ``H(s_k)(x_b) v`` of the Hessians in ``x`` of every score, by forward-over-reverse
+    (the same routine as :func:`log_prob_hessian_vector_products`).
+
+    For a network built from ReLU, max-pool and affine layers every product is exactly zero
+    (the scores are piecewise linear), which is the hypothesis behind eq. (3.8)-(3.10). A score
+    whose gradient does not depend on ``x`` at all (an affine model) gives exact zeros too.
+
+    Args:
+        model: a classifier returning ``(B, C)``, in eval mode.
+        x: inputs ``(B, *input_shape)``; ``n = prod(input_shape)``.
+        V: vectors ``(B, m, n)`` or ``(B, m, *input_shape)``.
+
+    Returns:
+        ``(B, C, m, n)``: ``[b, k, j] = H(s_k)(x_b) V[b, j]``.
+
+    Paper: eq. (3.8)-(3.9).
+    """
+    return _hessian_vector_products(model, x, V, "scores")
 
 
 def _hessian_vector_products(model: nn.Module, x: Tensor, V: Tensor, of: str) -> Tensor:

@@ -11,7 +11,7 @@ the samples of a batch). Model parameters never receive gradients, and results c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,7 @@ __all__ = [
     "check_batch",
     "check_scores",
     "kl_divergence",
+    "kl_from_scores",
     "local_data_matrix",
     "local_data_matrix_from_jacobian",
     "local_data_spectrum",
@@ -29,6 +30,7 @@ __all__ = [
     "local_fisher_matrix",
     "log_prob_jacobian",
     "log_prob_parameter_jacobian",
+    "numerical_rank",
     "score_jacobian",
 ]
 
@@ -364,11 +366,53 @@ def kl_divergence(model: nn.Module, x: Tensor, dx: Tensor) -> Tensor:
     if dx.shape != x.shape:
         raise ValueError(f"dx must have the shape of x {tuple(x.shape)}, got {tuple(dx.shape)}")
     with torch.no_grad():
-        s0 = _scores(model, x).double()
-        s1 = _scores(model, x + dx).double()
+        return kl_from_scores(_scores(model, x + dx), _scores(model, x))
+
+
+def kl_from_scores(s1: Tensor, s0: Tensor) -> Tensor:
+    """``KL(softmax(s1) || softmax(s0))`` per row, in float64, without cancellation.
+
+    With ``delta = s1 - s0`` centred by its ``p``-mean (``p = softmax(s0)``,
+    ``u = delta - sum_i p_i delta_i``) and ``e = expm1(u)``, ``Z = sum_i p_i e^{u_i} = 1 + w`` with
+    ``w = sum_i p_i (e_i - u_i) >= 0``, and ``KL = sum_i p_i e_i u_i / (1 + w) - log1p(w)``.
+
+    Args:
+        s1: scores ``(B, C)`` of the displaced distribution.
+        s0: scores ``(B, C)`` of the reference distribution.
+
+    Returns:
+        ``KL`` of shape ``(B,)``, float64.
+
+    Paper: eq. (3.1)-(3.2) (the divergence whose second-order term is ``F`` or ``G``).
+    """
+    if s0.dim() != 2 or s1.shape != s0.shape:
+        raise ValueError(f"s1 and s0 must be scores of one shape (B, C), got {tuple(s1.shape)} "
+                         f"and {tuple(s0.shape)}")
+    s0, s1 = s0.double(), s1.double()
     p = torch.softmax(s0, dim=1)
     delta = s1 - s0
     u = delta - (p * delta).sum(1, keepdim=True)
     e = torch.expm1(u)
     w = (p * (e - u)).sum(1)
     return (p * e * u).sum(1) / (1 + w) - torch.log1p(w)
+
+
+def numerical_rank(eigenvalues: Tensor, rtols: Tensor | Sequence[float]) -> Tensor:
+    """How many eigenvalues exceed ``rtol`` times the largest, for every tolerance.
+
+    Args:
+        eigenvalues: ``(B, m)`` eigenvalues (or singular values) per sample, any order; their
+            absolute values count (round-off makes some tiny eigenvalues of a PSD matrix < 0).
+        rtols: ``(T,)`` relative tolerances.
+
+    Returns:
+        ``(B, T)`` integer ranks.
+
+    Paper: Section 4 (the numerical rank of ``G`` is unreliable; the trace is the soft rank).
+    """
+    if eigenvalues.dim() != 2:
+        raise ValueError(f"eigenvalues must have shape (B, m), got {tuple(eigenvalues.shape)}")
+    rtols = torch.as_tensor(rtols, dtype=eigenvalues.dtype, device=eigenvalues.device)
+    lam = eigenvalues.abs()
+    cut = rtols.view(1, -1, 1) * lam.amax(-1).view(-1, 1, 1)
+    return (lam.unsqueeze(1) > cut).sum(-1)

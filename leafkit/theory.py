@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp, vmap
 
 from .geometry import (_flat_parameters, _scores, check_batch, kl_divergence,
-                       log_prob_jacobian)
-from .frobenius import _hessian_vector_products
+                       log_prob_jacobian, numerical_rank)
+from .frobenius import score_hessian_vector_products
 from .projection import tangent_basis
 
 __all__ = [
@@ -162,27 +162,6 @@ def memory_table(shapes: Mapping[str, tuple[tuple[int, ...], int]] = DATASET_SHA
                      "dense / factored": dense / factored})
     return Table(rows, formats={"dense G": format_bytes, "factored (J, p)": format_bytes,
                                 "dense / factored": ".0f"})
-
-
-def numerical_rank(eigenvalues: Tensor, rtols: Tensor | Sequence[float]) -> Tensor:
-    """How many eigenvalues exceed ``rtol`` times the largest, for every tolerance.
-
-    Args:
-        eigenvalues: ``(B, m)`` eigenvalues (or singular values) per sample, any order; their
-            absolute values count (round-off makes some tiny eigenvalues of a PSD matrix < 0).
-        rtols: ``(T,)`` relative tolerances.
-
-    Returns:
-        ``(B, T)`` integer ranks.
-
-    Paper: Section 4 (the numerical rank of ``G`` is unreliable; the trace is the soft rank).
-    """
-    if eigenvalues.dim() != 2:
-        raise ValueError(f"eigenvalues must have shape (B, m), got {tuple(eigenvalues.shape)}")
-    rtols = torch.as_tensor(rtols, dtype=eigenvalues.dtype, device=eigenvalues.device)
-    lam = eigenvalues.abs()
-    cut = rtols.view(1, -1, 1) * lam.amax(-1).view(-1, 1, 1)
-    return (lam.unsqueeze(1) > cut).sum(-1)
 
 
 def plot_spectra(eigenvalues: Tensor, num_classes: int, *, labels: Sequence[str] | None = None,
@@ -424,27 +403,6 @@ def count_maxpool_ties(model: nn.Module, x: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- Theorem 3.1
-
-def score_hessian_vector_products(model: nn.Module, x: Tensor, V: Tensor) -> Tensor:
-    """Products ``H(s_k)(x_b) v`` of the Hessians in ``x`` of every score, by forward-over-reverse
-    (the routine behind :func:`leafkit.frobenius.log_prob_hessian_vector_products`).
-
-    For a network built from ReLU, max-pool and affine layers every product is exactly zero
-    (the scores are piecewise linear), which is the hypothesis behind eq. (3.8)-(3.10). A score
-    whose gradient does not depend on ``x`` at all (an affine model) gives exact zeros too.
-
-    Args:
-        model: a classifier returning ``(B, C)``, in eval mode.
-        x: inputs ``(B, *input_shape)``; ``n = prod(input_shape)``.
-        V: vectors ``(B, m, n)`` or ``(B, m, *input_shape)``.
-
-    Returns:
-        ``(B, C, m, n)``: ``[b, k, j] = H(s_k)(x_b) V[b, j]``.
-
-    Paper: eq. (3.8)-(3.9).
-    """
-    return _hessian_vector_products(model, x, V, "scores")
-
 
 def principal_angles(Q1: Tensor, Q2: Tensor) -> Tensor:
     """Principal angles between the column spaces of two batches of orthonormal bases.
