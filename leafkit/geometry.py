@@ -11,7 +11,8 @@ the samples of a batch). Model parameters never receive gradients, and results c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +21,7 @@ from torch.func import functional_call, jacrev, vmap
 __all__ = [
     "check_batch",
     "check_scores",
+    "eval_mode",
     "kl_divergence",
     "kl_from_scores",
     "local_data_matrix",
@@ -86,6 +88,23 @@ def check_scores(out: Tensor, x: Tensor) -> None:
     bad = int((~torch.isfinite(out)).sum())
     if bad:
         raise ValueError(f"the model output contains {bad} NaN or inf values")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule of ``model`` in eval mode for the block, then restore each one's mode.
+
+    Every leafkit routine that differentiates a model in ``x`` runs under it: in train mode
+    BatchNorm mixes the samples of a batch (the gradient of one sample then depends on its batch
+    mates) and updates its running statistics, and Dropout makes ``G`` random.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def _scores(model: nn.Module, x: Tensor) -> Tensor:

@@ -18,8 +18,7 @@ Paper: Algorithm 4.1 (horizontal path), Section 4.2 (paths across leaves), Figur
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .geometry import check_batch, check_scores, log_prob_jacobian, score_jacobian
+from .geometry import check_batch, check_scores, eval_mode, log_prob_jacobian, score_jacobian
 from .projection import project_kernel, project_tangent, tangent_basis
 
 Projection = Literal["exact", "authors", "scores", "random"]
@@ -385,7 +384,7 @@ def _walk(model: nn.Module, x0: torch.Tensor, step_direction: StepDirection, *,
     bar = tqdm(total=max_steps, desc=f"{kind} paths", unit="step", disable=not progress,
                leave=False)
     t = 0
-    with _eval_mode(model), bar:
+    with eval_mode(model), bar:
         while True:
             dist = distance(x)
             dist_buf[:, t] = dist
@@ -466,18 +465,6 @@ def _scatter_rows(full: torch.Tensor | None, idx: torch.Tensor, rows: torch.Tens
     if full is None:
         full = torch.zeros(B, *rows.shape[1:], dtype=rows.dtype, device=rows.device)
     return full.index_copy(0, idx, rows)
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode, and restore each one's mode afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def _check_projection(projection: str) -> None:
