@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
 
-from .geometry import _flat_parameters, _scores, check_batch, log_prob_jacobian
+from .checks import _scores, check_batch, check_model, eval_mode
+from .geometry import _flat_parameters, log_prob_jacobian
 from .projection import tangent_basis
 
 __all__ = [
@@ -32,12 +33,13 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def _forward_over_reverse() -> Iterator[None]:
+def _forward_over_reverse(model: nn.Module) -> Iterator[None]:
     """Context for ``jvp(jacrev(...))``: under ``no_grad`` so that results carry no graph back to
     the parameters (torch.func transforms ignore an outer ``no_grad``), and without the
     FutureWarning about ``torch.jit.script`` that torch's first forward-mode call raises while
-    loading its own jvp decompositions (a warning meant for torch, not for us)."""
-    with torch.no_grad(), warnings.catch_warnings():
+    loading its own jvp decompositions (a warning meant for torch, not for us). The model runs
+    in eval mode (:func:`leafkit.checks.eval_mode`), its mode restored afterwards."""
+    with eval_mode(model), torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.jit.script", category=FutureWarning)
         yield
 
@@ -95,8 +97,7 @@ def _hessian_vector_products(model: nn.Module, x: Tensor, V: Tensor, of: str) ->
     if B != x.shape[0] or V[0, 0].numel() != n:
         raise ValueError(f"V must hold m vectors of {n} entries per sample, shape (B, m, n) or "
                          f"(B, m, *input_shape) with B = {x.shape[0]}, got {tuple(V.shape)}")
-    with torch.no_grad():
-        _scores(model, x)  # validate the output once, outside the transforms
+    check_model(model, x)
     V = V.detach().reshape(B, m, *x.shape[1:])
 
     def f(z: Tensor) -> Tensor:
@@ -109,7 +110,8 @@ def _hessian_vector_products(model: nn.Module, x: Tensor, V: Tensor, of: str) ->
     # Seconds on this CPU (one thread, the machine shared), MnistCNN float64, C = m = 10, at
     # B = 2 / 8 / 16: this 0.99 / 4.1 / 6.6; forward-over-reverse on batch sums, no per-sample vmap,
     # 1.03 / 4.2 / 7.1; C*m double-backward passes over the batch 2.2 / 8.3 / 12.2.
-    with _forward_over_reverse():
+    with _forward_over_reverse(model):
+        _scores(model, x)  # validate the output once, outside the transforms
         return vmap(products)(x.detach(), V).reshape(B, -1, m, n)
 
 
@@ -194,8 +196,9 @@ def _parameter_fields(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     """Fields ``X_a(w) = grad_w log p_i(x_b, w)``, ``a = (b, i)``, as ``(B*C, d)``, and their
     brackets ``(B*C, B*C, d)``, by forward-over-reverse products in ``w``."""
     check_batch(x)
+    check_model(model, x)
     x = x.detach()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         B, C = _scores(model, x).shape
     w, unflatten = _flat_parameters(model)
     if B * (C - 1) >= w.numel():
@@ -208,7 +211,7 @@ def _parameter_fields(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
 
     # Forward-over-reverse: 0.10 s for B = 4, C = 10, d = 2058 (MLP 20-32-32-10, one thread);
     # double backward field by field 0.11 s; vmap of reverse-over-reverse 3.7 s.
-    with _forward_over_reverse():
+    with _forward_over_reverse(model):
         X = jacrev(log_p)(w)
         HX = vmap(lambda v: jvp(jacrev(log_p), (w,), (v,))[1])(X)  # HX[c, a] = H(log p_a) X_c
     return X, HX.transpose(0, 1) - HX

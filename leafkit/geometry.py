@@ -5,23 +5,22 @@ log-probabilities ``log p`` of shape ``(B, C)``: ``G = J^T diag(p) J`` (eq. 2.5)
 unless asked for explicitly with a small ``n`` (:func:`local_data_matrix`).
 
 Gradients in ``x`` are taken as gradients of batch sums, which are per-sample gradients only when
-the model treats samples independently: call ``model.eval()`` first (BatchNorm in train mode mixes
-the samples of a batch). Model parameters never receive gradients, and results carry no graph.
+the model treats samples independently, so every function here runs the model in eval mode
+(:func:`leafkit.checks.eval_mode`; BatchNorm in train mode mixes the samples of a batch) and restores its mode.
+Inputs are checked once, at the public functions (:mod:`leafkit.checks`); the private kernels that step loops call take
+tensors as they are. Model parameters never receive gradients, and results carry no graph.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, jacrev, vmap
+
+from .checks import _scores, check_batch, check_jacobian, check_model, eval_mode
 
 __all__ = [
-    "check_batch",
-    "check_scores",
-    "eval_mode",
     "kl_divergence",
     "kl_from_scores",
     "local_data_matrix",
@@ -29,96 +28,14 @@ __all__ = [
     "local_data_spectrum",
     "local_data_trace",
     "local_data_trace_from_jacobian",
-    "local_fisher_matrix",
     "log_prob_jacobian",
-    "log_prob_parameter_jacobian",
+    "log_prob_jacobian_from_scores",
     "numerical_rank",
     "score_jacobian",
 ]
 
 DEFAULT_MAX_N = 4096
 DEFAULT_MAX_D = 4096
-
-
-def check_batch(x: Tensor, name: str = "x", ndim_min: int = 2) -> None:
-    """Validate a batch of inputs before any model sees it.
-
-    Args:
-        x: a batch ``(B, ...)``.
-        name: the argument name used in error messages.
-        ndim_min: the least number of dimensions, batch axis included.
-
-    Raises:
-        ValueError: naming the problem: not a tensor, too few dimensions, empty batch or empty
-            samples, not floating point, NaN or inf values.
-    """
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() < ndim_min:
-        raise ValueError(f"{name} must have at least {ndim_min} dimensions (B, ...), "
-                         f"got shape {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): the batch needs at least one "
-                         "non-empty sample")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    bad = int((~torch.isfinite(x)).sum())
-    if bad:
-        raise ValueError(f"{name} contains {bad} NaN or inf values")
-
-
-def check_scores(out: Tensor, x: Tensor) -> None:
-    """Validate a model output: scores (or log-probabilities) of shape ``(B, C)``.
-
-    Args:
-        out: the model output for ``x``.
-        x: the input batch ``(B, ...)``.
-
-    Raises:
-        ValueError: if ``out`` is not a 2-D tensor ``(B, C)`` with the batch size of ``x``, if
-            ``C < 2``, or if it holds NaN or inf values.
-    """
-    if not isinstance(out, Tensor):
-        raise ValueError(f"the model must return a tensor of scores, got {type(out).__name__}")
-    if out.dim() != 2 or out.shape[0] != x.shape[0]:
-        raise ValueError(f"the model must return scores of shape (B, C) = ({x.shape[0]}, C), "
-                         f"got shape {tuple(out.shape)}")
-    if out.shape[1] < 2:
-        raise ValueError(f"a classifier needs C >= 2 classes, the model returns C = {out.shape[1]}")
-    bad = int((~torch.isfinite(out)).sum())
-    if bad:
-        raise ValueError(f"the model output contains {bad} NaN or inf values")
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule of ``model`` in eval mode for the block, then restore each one's mode.
-
-    Every leafkit routine that differentiates a model in ``x`` runs under it: in train mode
-    BatchNorm mixes the samples of a batch (the gradient of one sample then depends on its batch
-    mates) and updates its running statistics, and Dropout makes ``G`` random.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
-def _scores(model: nn.Module, x: Tensor) -> Tensor:
-    """``model(x)``, checked by :func:`check_scores`; a model that cannot take ``x`` (shape or
-    dtype mismatch) raises ``ValueError`` instead of a bare ``RuntimeError``."""
-    try:
-        out = model(x)
-    except torch.cuda.OutOfMemoryError:
-        raise
-    except RuntimeError as err:
-        raise ValueError(f"the model cannot evaluate x of shape {tuple(x.shape)} and dtype "
-                         f"{x.dtype}: {err}") from err
-    check_scores(out, x)
-    return out
 
 
 def _check_dense(size: int, limit: int, what: str, option: str, advice: str) -> None:
@@ -139,62 +56,93 @@ def _weighted_gram(J: Tensor, log_p: Tensor) -> Tensor:
     return J.mT @ (log_p.exp().unsqueeze(-1) * J)
 
 
-def score_jacobian(model: nn.Module, x: Tensor, *, validate: bool = True
-                   ) -> tuple[Tensor, Tensor]:
+def score_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     """Jacobian in ``x`` of the model output ``s(x, w)``, per sample.
 
     Row ``k`` is the gradient of ``s_k`` summed over the batch, which is the per-sample gradient
-    because samples are independent (the model must be in eval mode). Parameters get no gradients.
+    because samples are independent: the model runs in eval mode (:func:`leafkit.checks.eval_mode`), so BatchNorm
+    uses its running statistics (and leaves them alone) and Dropout is off. Parameters get no
+    gradients.
 
     Args:
-        model: a classifier returning ``(B, C)``.
+        model: a classifier returning ``(B, C)``, with the dtype and device of ``x``.
         x: inputs ``(B, *input_shape)``; ``n = prod(input_shape)``.
-        validate: check ``x`` and the model output (:func:`check_batch`, :func:`check_scores`).
-            The checks read values back to the host; loops that validated their inputs once
-            (the path functions) pass ``False`` so that a step makes no host-device sync.
 
     Returns:
         ``(Js, s)``: ``Js`` of shape ``(B, C, n)`` with ``Js[b, k] = grad_x s_k(x_b)``, and the
         output ``s`` of shape ``(B, C)``.
 
+    Raises:
+        ValueError: a bad batch (``check_batch``), a model of another dtype or device
+            (``check_model``), or a bad output (``check_scores``), see :mod:`leafkit.checks`.
+
     Paper: eq. (2.2)–(2.3) (the score function ``s``).
     """
-    if validate:
-        check_batch(x)
+    check_batch(x)
+    check_model(model, x)
+    with eval_mode(model):
+        xg = x.detach().requires_grad_()
+        with torch.enable_grad():
+            s = _scores(model, xg)
+        return _score_jacobian_rows(s, xg)
+
+
+def _score_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`score_jacobian` without checks or mode switches, for step loops that validated
+    their inputs once and hold the model in eval mode: no host-device sync."""
+    xg = x.detach().requires_grad_()
+    with torch.enable_grad():
+        s = model(xg)
+    return _score_jacobian_rows(s, xg)
+
+
+def _score_jacobian_rows(s: Tensor, xg: Tensor) -> tuple[Tensor, Tensor]:
     # C backward passes over the whole batch beat torch.func's vmap(jacrev) on this 2-core CPU
     # (MnistCNN, float32, seconds per call). Idle machine, 2 threads: B=1 0.0030 vs 0.0030 (tie),
     # B=32 0.046 vs 0.12-0.16, B=128 0.20 vs 0.71; autograd.grad(is_grads_batched=True) 0.075 and
     # 0.32. Loaded machine, 1 thread: B=1 0.0078 vs 0.0092, B=32 0.18 vs 0.49, B=128 0.89 vs 2.7.
+    C = s.shape[1]
     with torch.enable_grad():
-        xg = x.detach().requires_grad_()
-        s = _scores(model, xg) if validate else model(xg)
-        C = s.shape[1]
         rows = [torch.autograd.grad(s[:, k].sum(), xg, retain_graph=k < C - 1,
                                     materialize_grads=True)[0] for k in range(C)]
     return torch.stack(rows, 1).flatten(2), s.detach()
 
 
-def log_prob_jacobian(model: nn.Module, x: Tensor, *, validate: bool = True
-                      ) -> tuple[Tensor, Tensor]:
-    """The Jacobian ``J = Jac_x log p(y|x, w)`` whose rows are the fields ``g_i = grad_x log p_i``.
+def log_prob_jacobian_from_scores(Js: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    """``J = Jac_x log p`` from the Jacobian of the scores: ``J = (I - 1 p^T) Js``, eq. (3.7).
 
-    ``J = (I - 1 p^T) Js`` with ``Js`` the Jacobian of the model output: right whether the model
-    returns scores or log-probabilities, because ``I - 1 p^T`` is idempotent.
+    Right whether ``s`` holds scores or log-probabilities, because ``I - 1 p^T`` is idempotent.
 
     Args:
-        model: a classifier returning scores (or log-probabilities) ``(B, C)``, in eval mode.
+        Js: ``(B, C, n)`` from :func:`score_jacobian`.
+        s: ``(B, C)`` the model output.
+
+    Returns:
+        ``(J, log_p)``: ``(B, C, n)`` and ``log_p = log_softmax(s)`` ``(B, C)``.
+
+    Paper: eq. (3.7) (``grad_x log p_i = grad_x s_i - sum_k p_k grad_x s_k``).
+    """
+    log_p = torch.log_softmax(s, dim=1)
+    return Js - log_p.exp().unsqueeze(1) @ Js, log_p
+
+
+def log_prob_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The Jacobian ``J = Jac_x log p(y|x, w)`` whose rows are the fields ``g_i = grad_x log p_i``.
+
+    Args:
+        model: a classifier returning scores (or log-probabilities) ``(B, C)``; run in eval mode.
         x: inputs ``(B, *input_shape)``; ``n = prod(input_shape)``.
-        validate: as in :func:`score_jacobian`.
 
     Returns:
         ``(J, log_p)``: ``J`` of shape ``(B, C, n)`` with ``J[b, i] = g_i(x_b)``, and
         ``log_p = log_softmax(s)`` of shape ``(B, C)``.
 
+    Raises:
+        ValueError: as :func:`score_jacobian`.
+
     Paper: eq. (2.5) (``J = Jac_x log p``) and (3.7).
     """
-    Js, s = score_jacobian(model, x, validate=validate)
-    log_p = torch.log_softmax(s, dim=1)
-    return Js - log_p.exp().unsqueeze(1) @ Js, log_p
+    return log_prob_jacobian_from_scores(*score_jacobian(model, x))
 
 
 def local_data_matrix_from_jacobian(J: Tensor, log_p: Tensor, *,
@@ -209,8 +157,12 @@ def local_data_matrix_from_jacobian(J: Tensor, log_p: Tensor, *,
     Returns:
         ``G`` of shape ``(B, n, n)``.
 
+    Raises:
+        ValueError: ``n > max_n``, or ``J``/``log_p`` rejected by :func:`leafkit.checks.check_jacobian`.
+
     Paper: eq. (2.5).
     """
+    check_jacobian(J, log_p)
     _check_dense(J.shape[-1], max_n, "n", "max_n", _USE_FACTORS)
     return _weighted_gram(J, log_p)
 
@@ -222,7 +174,7 @@ def local_data_matrix(model: nn.Module, x: Tensor, *, max_n: int = DEFAULT_MAX_N
     (``n = 150528``) would take 90 GB. Prefer the factored form (:func:`log_prob_jacobian`).
 
     Args:
-        model: a classifier returning ``(B, C)``, in eval mode.
+        model: a classifier returning ``(B, C)``, run in eval mode.
         x: inputs ``(B, *input_shape)``; ``n = prod(input_shape)``.
         max_n: refuse (``ValueError``, before any computation) when ``n > max_n``.
 
@@ -232,6 +184,7 @@ def local_data_matrix(model: nn.Module, x: Tensor, *, max_n: int = DEFAULT_MAX_N
     Paper: eq. (2.5).
     """
     check_batch(x)
+    check_model(model, x)
     _check_dense(x[0].numel(), max_n, "n", "max_n", _USE_FACTORS)
     J, log_p = log_prob_jacobian(model, x)
     return local_data_matrix_from_jacobian(J, log_p, max_n=max_n)
@@ -241,7 +194,7 @@ def local_data_trace(model: nn.Module, x: Tensor, *, batch_size: int | None = No
     """The trace ``Tr G = sum_i p_i ||g_i||^2``, the paper's soft rank, without forming ``G``.
 
     Args:
-        model: a classifier returning ``(B, C)``, in eval mode.
+        model: a classifier returning ``(B, C)``, run in eval mode.
         x: inputs ``(B, *input_shape)``.
         batch_size: evaluate the batch in chunks of this many samples (bounds memory); ``None``
             takes the whole batch at once.
@@ -256,8 +209,7 @@ def local_data_trace(model: nn.Module, x: Tensor, *, batch_size: int | None = No
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size}")
     traces = []
     for chunk in x.split(batch_size or x.shape[0]):
-        J, log_p = log_prob_jacobian(model, chunk)
-        traces.append(local_data_trace_from_jacobian(J, log_p))
+        traces.append(_trace(*log_prob_jacobian(model, chunk)))
     return torch.cat(traces)
 
 
@@ -271,8 +223,16 @@ def local_data_trace_from_jacobian(J: Tensor, log_p: Tensor) -> Tensor:
     Returns:
         ``Tr G`` of shape ``(B,)``.
 
+    Raises:
+        ValueError: ``J``/``log_p`` rejected by :func:`leafkit.checks.check_jacobian`.
+
     Paper: eq. (4.1).
     """
+    check_jacobian(J, log_p)
+    return _trace(J, log_p)
+
+
+def _trace(J: Tensor, log_p: Tensor) -> Tensor:
     return torch.einsum("bc,bc->b", log_p.exp(), J.square().sum(-1))
 
 
@@ -293,8 +253,12 @@ def local_data_spectrum(J: Tensor, log_p: Tensor) -> Tensor:
         ``n >= C``.
         By Proposition 2.1 the last one is zero up to rounding.
 
+    Raises:
+        ValueError: ``J``/``log_p`` rejected by :func:`leafkit.checks.check_jacobian`.
+
     Paper: eq. (2.5), Proposition 2.1, Table 1.
     """
+    check_jacobian(J, log_p)
     return torch.linalg.svdvals(log_p.exp().sqrt().unsqueeze(-1) * J).square()
 
 
@@ -309,56 +273,6 @@ def _flat_parameters(model: nn.Module) -> tuple[Tensor, Callable[[Tensor], dict[
         return {name: chunk.view_as(p) for (name, p), chunk in zip(named, v.split(sizes))}
 
     return w, unflatten
-
-
-def log_prob_parameter_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Gradients in the parameters ``w`` of ``log p_i(x_b, w)``, per sample and class.
-
-    Args:
-        model: a classifier returning ``(B, C)``, in eval mode; all its parameters count, in the
-            order of ``model.named_parameters()``.
-        x: inputs ``(B, *input_shape)``.
-
-    Returns:
-        ``(Jw, log_p)``: ``Jw`` of shape ``(B, C, d)`` with ``Jw[b, i] = grad_w log p_i(x_b, w)``,
-        and ``log_p`` of shape ``(B, C)``.
-
-    Paper: eq. (2.4) (the gradients inside the local Fisher matrix).
-    """
-    check_batch(x)
-    x = x.detach()
-    w, unflatten = _flat_parameters(model)
-    with torch.no_grad():
-        log_p = torch.log_softmax(_scores(model, x), dim=1)
-
-    def log_p_one(v: Tensor, xb: Tensor) -> Tensor:
-        return torch.log_softmax(functional_call(model, unflatten(v), (xb.unsqueeze(0),)), -1)[0]
-
-    return vmap(jacrev(log_p_one), in_dims=(None, 0))(w, x), log_p
-
-
-def local_fisher_matrix(model: nn.Module, x: Tensor, *, max_d: int = DEFAULT_MAX_D) -> Tensor:
-    """The dense local Fisher matrix ``F(x, w) = E_{y~p}[grad_w log p grad_w log p^T]``.
-
-    For small models only: ``F`` has ``d^2`` entries per sample (the paper's CNN has
-    ``d = 1.2e6``).
-
-    Args:
-        model: a classifier returning ``(B, C)``, in eval mode.
-        x: inputs ``(B, *input_shape)``.
-        max_d: refuse (``ValueError``, before any computation) models with more than ``max_d``
-            parameters.
-
-    Returns:
-        ``F`` of shape ``(B, d, d)``, ``d`` the number of parameters (order of
-        ``model.named_parameters()``).
-
-    Paper: eq. (2.4), Proposition 2.1.
-    """
-    check_batch(x)
-    _check_dense(sum(p.numel() for p in model.parameters()), max_d, "d", "max_d",
-                 "Use a smaller model")
-    return _weighted_gram(*log_prob_parameter_jacobian(model, x))
 
 
 def kl_divergence(model: nn.Module, x: Tensor, dx: Tensor) -> Tensor:
@@ -384,7 +298,8 @@ def kl_divergence(model: nn.Module, x: Tensor, dx: Tensor) -> Tensor:
     check_batch(dx, "dx")
     if dx.shape != x.shape:
         raise ValueError(f"dx must have the shape of x {tuple(x.shape)}, got {tuple(dx.shape)}")
-    with torch.no_grad():
+    check_model(model, x)
+    with eval_mode(model), torch.no_grad():
         return kl_from_scores(_scores(model, x + dx), _scores(model, x))
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .checks import check_batch, check_jacobian
+
 __all__ = ["METHODS", "default_rtol", "project_kernel", "project_tangent", "tangent_basis"]
 
 METHODS = ("qr", "svd")
@@ -29,8 +31,11 @@ def tangent_basis(J: Tensor, log_p: Tensor | None = None, *, method: str = "qr",
 
     ``"qr"``: since ``sum_i p_i g_i = 0`` with every ``p_i > 0``, any one row of ``J`` is a
     combination of the others; drop the row of the most likely class and take a reduced QR of the
-    remaining ``C - 1`` rows. It assumes ``rank J = C - 1`` (the paper's constant-rank hypothesis)
-    and is the fast choice (about 8x cheaper than the SVD at large ``B``).
+    remaining ``C - 1`` rows. Where the rank is lower still (dead ReLUs, logits clamped at zero),
+    a row that lies in the span of the rows before it gets a diagonal entry of ``R`` at rounding
+    level; columns of ``Q`` whose ``|R_kk|`` is at most ``rtol`` times the largest are zeroed, so
+    no rounding direction enters the basis. The fast choice (about 8x cheaper than the SVD at
+    large ``B``).
     ``"svd"``: keep the right singular vectors of ``J`` whose singular values exceed
     ``rtol * sigma_max``; right for any rank. Samples with a lower rank than others get zero
     columns, so ``Q Q^T`` is still the orthogonal projector onto ``D_x`` for every sample.
@@ -40,15 +45,29 @@ def tangent_basis(J: Tensor, log_p: Tensor | None = None, *, method: str = "qr",
         log_p: ``(B, C)``, to find the most likely class (``"qr"`` only); ``None``: drop the row
             of smallest norm instead.
         method: ``"qr"`` or ``"svd"``.
-        rtol: the singular-value cut-off of ``"svd"``; default :func:`default_rtol` of the
-            dtype of ``J``.
+        rtol: the relative cut-off on the singular values (``"svd"``) or on the diagonal of ``R``
+            (``"qr"``); default :func:`default_rtol` of the dtype of ``J``.
 
     Returns:
-        ``Q`` of shape ``(B, n, k)`` with orthonormal (or zero) columns spanning ``D_x``:
+        ``Q`` of shape ``(B, n, k)`` with orthonormal (or zero) columns spanning ``D_x``, so
+        that ``Q Q^T`` is the orthogonal projector onto ``D_x`` for every sample:
         ``k = C - 1`` for ``"qr"``, the largest numerical rank in the batch for ``"svd"``.
+
+    Raises:
+        ValueError: an unknown ``method``; ``J``/``log_p`` rejected by
+            :func:`leafkit.checks.check_jacobian` (wrong shape, NaN, ``p`` passed for ``log p``).
 
     Paper: eq. (3.3), Proposition 2.1.
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    check_jacobian(J, log_p)
+    return _tangent_basis(J, log_p, method, rtol)
+
+
+def _tangent_basis(J: Tensor, log_p: Tensor | None, method: str = "qr",
+                   rtol: float | None = None) -> Tensor:
+    """:func:`tangent_basis` without checks, for step loops (no host-device sync)."""
     if method == "qr":
         if log_p is None:
             # g_max = -sum_{i != max} (p_i / p_max) g_i is nearly 0 when p_max is nearly 1, so the
@@ -60,13 +79,28 @@ def tangent_basis(J: Tensor, log_p: Tensor | None = None, *, method: str = "qr",
         B, C, n = J.shape
         keep = torch.ones(B, C, dtype=torch.bool, device=J.device)
         keep[torch.arange(B, device=J.device), drop] = False
-        return torch.linalg.qr(J[keep].view(B, C - 1, n).mT, mode="reduced").Q
+        return _orthonormal_columns(J[keep].view(B, C - 1, n).mT, rtol)
     if method == "svd":
         _, S, Vh = torch.linalg.svd(J, full_matrices=False)
         kept = S > (default_rtol(J.dtype) if rtol is None else rtol) * S[:, :1]
         k = int(kept.sum(-1).max())
         return (Vh.mT * kept.unsqueeze(1))[..., :k]
     raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+
+
+def _orthonormal_columns(A: Tensor, rtol: float | None = None) -> Tensor:
+    """``(B, n, k)`` orthonormal basis of the column space of ``A`` ``(B, n, k)`` by a reduced QR,
+    with the columns whose ``|R_kk|`` is at most ``rtol`` times the sample's largest set to zero
+    (a column in the span of the ones before it). No host-device sync."""
+    Q, R = torch.linalg.qr(A, mode="reduced")
+    diag = R.diagonal(dim1=-2, dim2=-1).abs()
+    cut = (default_rtol(A.dtype) if rtol is None else rtol) * diag.amax(-1, keepdim=True)
+    return Q * (diag > cut).unsqueeze(-2)
+
+
+def _project_tangent(Q: Tensor, v: Tensor) -> Tensor:
+    """``Q Q^T v`` for ``Q`` ``(B, n, k)`` and ``v`` ``(B, n)``, unchecked."""
+    return (Q @ (Q.mT @ v.unsqueeze(-1))).squeeze(-1)
 
 
 def project_tangent(J: Tensor, v: Tensor, log_p: Tensor | None = None, *,
@@ -83,15 +117,24 @@ def project_tangent(J: Tensor, v: Tensor, log_p: Tensor | None = None, *,
     Returns:
         ``Q Q^T v`` with the shape of ``v``.
 
+    Raises:
+        ValueError: ``v`` of the wrong shape or not finite; ``J``/``log_p`` rejected by
+            :func:`leafkit.checks.check_jacobian`; a ``basis`` of the wrong shape.
+
     Paper: eq. (3.3); Algorithm 4.1 (projection of ``d - x`` onto ``D_x``).
     """
+    check_jacobian(J, log_p)
     B, _, n = J.shape
-    if v.dim() < 2 or v.shape[0] != B or v[0].numel() != n:
+    check_batch(v, "v")
+    if v.shape[0] != B or v[0].numel() != n:
         raise ValueError(f"v must be a batch of {B} vectors with {n} entries each, (B, n) or "
                          f"(B, *input_shape), got shape {tuple(v.shape)}")
-    Q = tangent_basis(J, log_p) if basis is None else basis
-    flat = v.reshape(B, n, 1)
-    return (Q @ (Q.mT @ flat)).view_as(v)
+    if basis is None:
+        basis = _tangent_basis(J, log_p)
+    elif basis.dim() != 3 or basis.shape[:2] != (B, n):
+        raise ValueError(f"basis must have shape (B, n, k) = ({B}, {n}, k), got "
+                         f"{tuple(basis.shape)}")
+    return _project_tangent(basis, v.reshape(B, n)).view_as(v)
 
 
 def project_kernel(J: Tensor, v: Tensor, log_p: Tensor | None = None, *,

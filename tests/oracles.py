@@ -96,3 +96,47 @@ def kl_divergence(model: nn.Module, x: Tensor, dx: Tensor) -> Tensor:
         log_p = torch.log_softmax(model(x).double(), -1)
         log_q = torch.log_softmax(model(x + dx).double(), -1)
     return (log_q.exp() * (log_q - log_p)).sum(-1)
+
+
+def _projector(rows: Tensor) -> Tensor:
+    """``(n, n)`` orthogonal projector onto the row space of ``rows`` ``(C, n)``, by the
+    pseudo-inverse (an SVD with a relative cut-off), not by leafkit's QR."""
+    return torch.linalg.pinv(rows, rtol=1e-9) @ rows
+
+
+def horizontal_path(model: nn.Module, source: Tensor, target: Tensor, *, step_size: float,
+                    steps: int, projection: str = "exact",
+                    bounds: tuple[float, float] | None = None) -> Tensor:
+    """``(B, steps + 1, n)``: Algorithm 4.1 one path and one step at a time. ``J`` (or the score
+    Jacobian, for ``projection="scores"``) from ``torch.autograd.functional.jacobian`` of one
+    sample; the projection of ``target - x`` onto its row space by :func:`_projector`."""
+    paths = []
+    for s, d in zip(source, target):
+        x, points = s.clone(), [s.flatten()]
+        for _ in range(steps):
+            rows = (score_jacobian(model, x[None])[0] if projection == "scores"
+                    else log_prob_jacobian(model, x[None])[0][0])
+            v = _projector(rows) @ (d - x).flatten()
+            x = x + step_size * v.view_as(x) / v.norm()
+            if bounds is not None:
+                x = x.clamp(*bounds)
+            points.append(x.flatten())
+        paths.append(torch.stack(points))
+    return torch.stack(paths)
+
+
+def vertical_path(model: nn.Module, x0: Tensor, direction: Tensor, *, step_size: float,
+                  steps: int) -> Tensor:
+    """``(B, steps + 1, n)``: paths across leaves (Section 4.2), one sample and step at a time:
+    the fixed unit direction ``u`` projected onto ``ker G = (row space of J)^perp``."""
+    paths = []
+    for x, u in zip(x0.clone(), direction):
+        u = u.flatten() / u.norm()
+        points = [x.flatten()]
+        for _ in range(steps):
+            J = log_prob_jacobian(model, x[None])[0][0]
+            w = u - _projector(J) @ u
+            x = x + step_size * w.view_as(x) / w.norm()
+            points.append(x.flatten())
+        paths.append(torch.stack(points))
+    return torch.stack(paths)

@@ -1,42 +1,40 @@
 """leafkit.geometry against closed forms (linear softmax model, one-hidden-layer ReLU net),
-Proposition 2.1, and the slow oracles of tests/oracles.py."""
+Proposition 2.1, and the slow oracles of tests/oracles.py, over the case table of tests/cases.py."""
 
+import cases
 import oracles
 import pytest
 import torch
 from torch import nn
 
 from leafkit import MLP, MnistCNN
+from leafkit.fisher import local_fisher_matrix, log_prob_parameter_jacobian
 from leafkit.geometry import (
-    check_batch,
     kl_divergence,
     local_data_matrix,
     local_data_matrix_from_jacobian,
     local_data_spectrum,
     local_data_trace,
-    local_fisher_matrix,
+    local_data_trace_from_jacobian,
     log_prob_jacobian,
-    log_prob_parameter_jacobian,
     score_jacobian,
 )
 
 DT = torch.float64
-CASES = {  # name: (model factory, input shape)
-    "cnn": (lambda: MnistCNN(channels=(4, 8), hidden=32), (1, 28, 28)),
-    "mlp_relu": (lambda: MLP(12, hidden=(16, 16), num_classes=5), (12,)),
-    "mlp_tanh": (lambda: MLP(12, hidden=(16,), num_classes=5, activation_name="tanh"), (3, 4)),
-}
 
 
 def assert_close(actual, expected, **kw):
-    torch.testing.assert_close(actual, expected, **({"rtol": 1e-10, "atol": 1e-12} | kw))
+    cases.assert_close(actual, expected, **(cases.TOLERANCES[DT] | kw))
 
 
-@pytest.fixture(params=sorted(CASES))
+@pytest.fixture(params=cases.case_params())
 def case(request):
-    torch.manual_seed(0)
-    factory, shape = CASES[request.param]
-    return factory().to(DT).eval(), torch.randn(2, *shape, dtype=DT)
+    return cases.make_case(*request.param)
+
+
+@pytest.fixture(params=cases.case_params(dtypes=(DT,)))
+def case64(request):
+    return cases.make_case(*request.param)
 
 
 @pytest.fixture
@@ -70,26 +68,30 @@ def test_one_hidden_layer_relu_closed_form():
 
 
 def test_log_softmax_output_gives_the_same_jacobian(case):
-    model, x = case
+    model, x = case.model, case.x
     J, log_p = log_prob_jacobian(model, x)
     J2, log_p2 = log_prob_jacobian(nn.Sequential(model, nn.LogSoftmax(dim=1)), x)
-    assert_close(J2, J)
-    assert_close(log_p2, log_p)
+    scale = float(J.abs().max())
+    cases.assert_close(J2, J, rtol=case.tol["rtol"], atol=case.tol["atol"] * scale, what="J")
+    cases.assert_close(log_p2, log_p, **case.tol, what="log p")
 
 
 def test_against_oracles(case):
-    model, x = case
+    model, x = case.model, case.x
     Js, s = score_jacobian(model, x)
-    assert_close(Js, oracles.score_jacobian(model, x))
+    scale = float(Js.abs().max())
+    tol = {"rtol": case.tol["rtol"], "atol": case.tol["atol"] * scale}
+    cases.assert_close(Js, oracles.score_jacobian(model, x), **tol, what="score Jacobian")
     J, log_p = log_prob_jacobian(model, x)
     J_ref, log_p_ref = oracles.log_prob_jacobian(model, x)
-    assert_close(J, J_ref)
-    assert_close(log_p, log_p_ref)
-    assert_close(local_data_matrix(model, x), oracles.local_data_matrix(model, x))
+    cases.assert_close(J, J_ref, **tol, what="J = Jac log p")
+    cases.assert_close(log_p, log_p_ref, **case.tol, what="log p")
+    cases.assert_close(local_data_matrix(model, x), oracles.local_data_matrix(model, x),
+                       rtol=case.tol["rtol"], atol=case.tol["atol"] * scale**2, what="G")
 
 
-def test_proposition_2_1(case):
-    model, x = case
+def test_proposition_2_1(case64):
+    model, x = case64.model, case64.x
     J, log_p = log_prob_jacobian(model, x)
     G = local_data_matrix_from_jacobian(J, log_p)
     p = log_p.exp()
@@ -105,8 +107,8 @@ def test_proposition_2_1(case):
     assert_close(torch.einsum("bmn,bn->bm", G, v), torch.zeros_like(v), atol=1e-11 * scale)
 
 
-def test_trace_and_spectrum(case):
-    model, x = case
+def test_trace_and_spectrum(case64):
+    model, x = case64.model, case64.x
     J, log_p = log_prob_jacobian(model, x)
     G = local_data_matrix_from_jacobian(J, log_p)
     trace = local_data_trace(model, x)
@@ -148,18 +150,19 @@ def test_dense_matrices_refuse_large_sizes():
 
 
 def test_parameters_get_no_gradients_and_results_no_graph(case):
-    model, x = case
-    outputs = [*score_jacobian(model, x), *log_prob_jacobian(model, x),
-               local_data_trace(model, x), kl_divergence(model, x, 1e-3 * x)]
+    model, x = case.model, case.x
+    outputs = [*score_jacobian(model, x), *log_prob_jacobian(model, x), local_data_trace(model, x)]
     if not isinstance(model, MnistCNN):
         outputs += [local_data_matrix(model, x), local_fisher_matrix(model, x[:1], max_d=10**4)]
-    assert not any(t.requires_grad for t in outputs)
+    kl = kl_divergence(model, x, 1e-3 * x)
+    assert not any(t.requires_grad for t in [*outputs, kl])
     assert all(p.grad is None for p in model.parameters())
-    assert all(t.dtype == DT for t in outputs)
+    assert all(t.dtype == x.dtype for t in outputs)
+    assert kl.dtype == torch.float64  # the KL is computed in float64 by design
 
 
-def test_float32_agrees_with_float64(case):
-    model, x = case
+def test_float32_agrees_with_float64(case64):
+    model, x = case64.model, case64.x
     J64, _ = log_prob_jacobian(model, x)
     J32, _ = log_prob_jacobian(model.float(), x.float())
     assert J32.dtype == torch.float32
@@ -192,46 +195,3 @@ def test_kl_is_accurate_for_confident_predictions():
     # the textbook formula from log_softmax differences is off by orders of magnitude here
     assert not torch.allclose(oracles.kl_divergence(model, x, dx) / half_dGd,
                               torch.ones(1, dtype=DT), rtol=0.5)
-
-
-class ReturnsShape(nn.Module):
-    def __init__(self, shape_fn):
-        super().__init__()
-        self.lin = nn.Linear(4, 3)
-        self.shape_fn = shape_fn
-
-    def forward(self, x):
-        return self.shape_fn(self.lin(x))
-
-
-BAD_INPUTS = {  # name: (model, x, a fragment of the message)
-    "not a tensor": (MLP(4), [[1.0] * 4], "torch.Tensor"),
-    "empty batch": (MLP(4), torch.zeros(0, 4), "empty"),
-    "nan": (MLP(4), torch.tensor([[0.0, float("nan"), 0, 0]]), "NaN"),
-    "inf": (MLP(4), torch.tensor([[0.0, float("inf"), 0, 0]]), "inf"),
-    "integer": (MLP(4), torch.zeros(2, 4, dtype=torch.long), "floating"),
-    "no batch axis": (MLP(4), torch.zeros(4), "dimensions"),
-    "wrong shape (leafkit model)": (MnistCNN(channels=(2, 2), hidden=4), torch.zeros(2, 784),
-                                    "1, 28, 28"),
-    "wrong shape (torch module)": (nn.Linear(4, 3), torch.zeros(2, 5), "shape"),
-    "output (B,)": (ReturnsShape(lambda s: s.sum(-1)), torch.zeros(2, 4), r"\(B, C\)"),
-    "output (B, C, 1)": (ReturnsShape(lambda s: s.unsqueeze(-1)), torch.zeros(2, 4), r"\(B, C\)"),
-    "one class": (ReturnsShape(lambda s: s[:, :1]), torch.zeros(2, 4), "C >= 2"),
-    "nan output": (ReturnsShape(lambda s: s / 0 * 0), torch.zeros(2, 4), "NaN"),
-}
-
-
-@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
-@pytest.mark.parametrize("fn", [score_jacobian, log_prob_jacobian, local_data_trace,
-                                local_fisher_matrix, lambda m, x: kl_divergence(m, x, x)])
-def test_bad_input_raises_value_error(name, fn):
-    model, x, message = BAD_INPUTS[name]
-    with pytest.raises(ValueError, match=message):
-        fn(model, x)
-
-
-def test_check_batch_names_the_argument():
-    with pytest.raises(ValueError, match="dx contains 1 NaN"):
-        check_batch(torch.tensor([[float("nan")]]), "dx")
-    with pytest.raises(ValueError, match="shape of x"):
-        kl_divergence(MLP(4), torch.zeros(2, 4), torch.zeros(2, 5))

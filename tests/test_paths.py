@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import cases
+import oracles
 import pytest
 import torch
 from torch import nn
@@ -53,16 +55,34 @@ def assert_finite(result: PathResult) -> None:
         assert torch.isfinite(getattr(result, name)).all(), f"{name} has NaN or inf"
 
 
-def test_first_step_is_normalized_projection(cnn, images):
-    source, target = images
-    result = horizontal_path(cnn, source, target, step_size=0.1, max_steps=1, tol=None,
-                             progress=False)
-    J, log_p = log_prob_jacobian(cnn, source)
-    v = project_tangent(J, (target - source).flatten(1), log_p).view_as(source)
-    expected = source + 0.1 * v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-    torch.testing.assert_close(result.final, expected, **F64)
-    assert result.steps_taken.tolist() == [1, 1, 1]
+@pytest.mark.parametrize("model_name", ["mlp_relu", "mlp_tanh", "cnn"])
+@pytest.mark.parametrize("projection", ["exact", "scores"])
+def test_horizontal_path_matches_the_slow_reference(model_name, projection):
+    # float64, 15 steps, clamped to a box: every step of every path against oracles.horizontal_path
+    case = cases.make_case(model_name, torch.float64, batch=3)
+    source = case.x
+    target = source.roll(1, 0) + 0.5
+    kw = dict(step_size=0.3, bounds=(-2.0, 2.5))
+    result = horizontal_path(case.model, source, target, max_steps=15, tol=None, record_every=1,
+                             projection=projection, progress=False, **kw)
+    expected = oracles.horizontal_path(case.model, source, target, steps=15,
+                                       projection=projection, **kw)
+    cases.assert_close(result.points.flatten(2)[:, 1:], expected[:, 1:], rtol=1e-8, atol=1e-10,
+                       what=f"{projection} path on {model_name}")
+    assert result.steps_taken.tolist() == [15, 15, 15]
     assert result.stop_reason == ["max_steps reached"] * 3
+
+
+@pytest.mark.parametrize("model_name", ["mlp_relu", "mlp_tanh", "cnn"])
+def test_vertical_path_matches_the_slow_reference(model_name):
+    case = cases.make_case(model_name, torch.float64, batch=2)
+    direction = torch.randn(case.x.shape, generator=torch.Generator().manual_seed(7),
+                            dtype=torch.float64)
+    result = vertical_path(case.model, case.x, direction, step_size=0.2, steps=15,
+                           record_every=1, progress=False)
+    expected = oracles.vertical_path(case.model, case.x, direction, step_size=0.2, steps=15)
+    cases.assert_close(result.points.flatten(2), expected, rtol=1e-8, atol=1e-10,
+                       what=f"vertical path on {model_name}")
 
 
 def test_linear_model_path_arrives_on_a_straight_line(linear):
