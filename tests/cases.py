@@ -67,11 +67,15 @@ def case_params(models: Sequence[str] = tuple(MODELS), dtypes: Sequence[torch.dt
             for m in models for dt in dtypes for dev in devices]
 
 
-def assert_close(actual: Tensor, expected: Tensor, *, rtol: float, atol: float, what: str = "",
-                 worst: int = 5) -> None:
+def assert_close(actual: Tensor, expected: Tensor, *, rtol: float | None = None,
+                 atol: float | None = None, what: str = "", worst: int = 5) -> None:
     """Fail unless ``|actual - expected| <= atol + rtol |expected|`` everywhere (shapes equal);
     the message lists the ``worst`` entries (index, actual, expected, error) and the largest
-    absolute and relative errors."""
+    absolute and relative errors. Default tolerances: :data:`TOLERANCES` of ``expected``'s dtype
+    (float64's for other dtypes)."""
+    default = TOLERANCES.get(expected.dtype, TOLERANCES[torch.float64])
+    rtol = default["rtol"] if rtol is None else rtol
+    atol = default["atol"] if atol is None else atol
     label = f"{what}: " if what else ""
     if actual.shape != expected.shape:
         raise AssertionError(f"{label}shape {tuple(actual.shape)} != {tuple(expected.shape)}")

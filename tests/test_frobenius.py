@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from cases import assert_close
 from leafkit import MLP, MnistCNN
 from leafkit.frobenius import (
     involutivity_residual,
@@ -19,9 +20,6 @@ from leafkit.geometry import local_data_matrix_from_jacobian, log_prob_jacobian
 DT = torch.float64
 SMOOTH = ["tanh", "softplus", "gelu"]
 
-
-def assert_close(actual, expected, **kw):
-    torch.testing.assert_close(actual, expected, **({"rtol": 1e-10, "atol": 1e-12} | kw))
 
 
 def tiny(activation, seed=0):

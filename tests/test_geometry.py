@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from cases import assert_close
 from leafkit import MLP, MnistCNN
 from leafkit.fisher import local_fisher_matrix, log_prob_parameter_jacobian
 from leafkit.geometry import (
@@ -22,9 +23,6 @@ from leafkit.geometry import (
 
 DT = torch.float64
 
-
-def assert_close(actual, expected, **kw):
-    cases.assert_close(actual, expected, **(cases.TOLERANCES[DT] | kw))
 
 
 @pytest.fixture(params=cases.case_params())

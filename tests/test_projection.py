@@ -3,15 +3,13 @@
 import pytest
 import torch
 
+from cases import assert_close
 from leafkit import MLP, MnistCNN
 from leafkit.geometry import local_data_matrix_from_jacobian, log_prob_jacobian
 from leafkit.projection import default_rtol, project_kernel, project_tangent, tangent_basis
 
 DT = torch.float64
 
-
-def assert_close(actual, expected, **kw):
-    torch.testing.assert_close(actual, expected, **({"rtol": 1e-10, "atol": 1e-12} | kw))
 
 
 @pytest.fixture(scope="module", params=["cnn", "mlp"])
