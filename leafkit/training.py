@@ -3,14 +3,26 @@ checkpoints at chosen steps, a logging hook, and an on-disk cache keyed by the f
 
 The cache lives under ``cache_dir("checkpoints")`` (``~/.cache/leafkit`` or ``$LEAFKIT_CACHE``).
 A file is reused only if it was written for exactly the same configuration (model, optimizer,
-steps, seed, data fingerprint, hook); a corrupt or mismatched file raises :class:`CheckpointError`.
+steps, seed, data fingerprint, hook). Every load checks the file in full and raises
+:class:`CheckpointError`, naming the file, when it is unreadable, of another format or
+configuration, fails its sha256 checksum (flipped bytes), does not fit ``build_model(config.model)``
+exactly (missing, unexpected or reshaped entries) or holds non-finite weights.
+
+The cache key holds what determines the run, not where it ran: the exact bits of trained weights
+also depend on the device and the number of CPU threads, which are recorded in the checkpoint
+(:attr:`TrainResult.environment`) but are not part of the key, so a checkpoint trained on one
+machine is reused on another.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import os
+import tempfile
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,10 +31,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .cache import cache_dir
+from .cache import cache_dir, default_device
 from .models import MnistCNN, build_model
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "REFERENCE_EPOCHS", "CheckpointError", "TrainConfig", "TrainResult",
+           "accuracy", "checkpoint_path", "data_fingerprint", "hook_identity", "load_checkpoint",
+           "reference_model", "reference_run", "save_checkpoint", "steps_for_epochs",
+           "tensor_checksum", "train", "training_environment"]
+
+FORMAT_VERSION = 2  # 2: sha256 checksum of the tensors, training environment
 REFERENCE_EPOCHS = 10  # the paper's checkpoint: step 10000 of batch 60 on 60000 images = epoch 10
 
 Hook = Callable[[int, nn.Module], "dict | None"]
@@ -59,17 +76,78 @@ class TrainResult:
     config: TrainConfig
     checkpoints: dict[int, dict[str, torch.Tensor]]
     log: list[dict] = field(default_factory=list)
-    seconds: float = 0.0  # wall time of the training itself (0 for nothing if loaded)
+    seconds: float = 0.0  # wall time of the training itself (as recorded, if loaded)
     from_cache: bool = False
+    # what trained it: torch version, device, CPU threads (they change the bits, not the key)
+    environment: dict = field(default_factory=dict)
 
     def model(self, step: int | None = None, device: torch.device | str | None = None) -> nn.Module:
-        """The network at checkpoint ``step`` (default: the last step), in eval mode."""
+        """The network at checkpoint ``step`` (default: the last step), in eval mode, on
+        ``device`` (default: :func:`leafkit.default_device`)."""
         step = self.config.steps if step is None else step
         if step not in self.checkpoints:
             raise KeyError(f"no checkpoint at step {step}; available: {sorted(self.checkpoints)}")
         net = build_model(self.config.model)
         net.load_state_dict(self.checkpoints[step])
-        return net.to(device or "cpu").eval()
+        return net.to(device if device is not None else default_device()).eval()
+
+
+def training_environment(device: torch.device) -> dict:
+    """What a run's exact bits depend on beyond its configuration."""
+    env = {"torch": str(torch.__version__), "device": str(device),
+           "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def tensor_checksum(checkpoints: dict[int, dict[str, torch.Tensor]]) -> str:
+    """sha256 over every checkpoint's tensors: step, name, shape, dtype and bytes, in sorted
+    order, so any flipped byte, renamed entry or changed shape changes it."""
+    h = hashlib.sha256()
+    for step in sorted(checkpoints):
+        for name in sorted(checkpoints[step]):
+            t = checkpoints[step][name].detach().cpu().contiguous()
+            h.update(f"{step}\0{name}\0{tuple(t.shape)}\0{t.dtype}\0".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def hook_identity(hook: Callable, hook_key: str | None = None) -> str:
+    """The identity of ``hook`` in the cache key: ``hook_key`` when given, else, for a function
+    defined at module level, its module, qualified name and a hash of its code (bytecode,
+    constants and names used, nested code included), so that editing the hook retrains.
+
+    Raises:
+        ValueError: for a lambda, a closure, a function defined inside a function, a bound method
+            or any other callable without ``hook_key``: such hooks differ by what they capture,
+            which their name and code do not show, so two of them would share one cache entry.
+    """
+    if hook_key is not None:
+        if not isinstance(hook_key, str) or not hook_key:
+            raise ValueError(f"hook_key must be a non-empty string, got {hook_key!r}")
+        return hook_key
+    qualname = getattr(hook, "__qualname__", type(hook).__qualname__)
+    if (not inspect.isfunction(hook) or "<lambda>" in qualname or "<locals>" in qualname
+            or hook.__closure__):
+        kind = ("a lambda" if "<lambda>" in qualname
+                else "a function defined inside a function or a closure" if inspect.isfunction(hook)
+                else f"a {type(hook).__name__}, not a module-level function")
+        raise ValueError(f"the hook {qualname!r} is {kind}: leafkit cannot tell two such hooks "
+                         f"apart, so they would share one cached run. Pass hook_key='...', a "
+                         f"string naming what the hook computes (and its parameters), or "
+                         f"cache=False")
+    return f"{hook.__module__}.{qualname}#{_code_hash(hook.__code__)[:16]}"
+
+
+def _code_hash(code: types.CodeType) -> str:
+    h = hashlib.sha256(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        h.update(_code_hash(const).encode() if isinstance(const, types.CodeType)
+                 else repr(sorted(map(repr, const)) if isinstance(const, frozenset)
+                           else const).encode())
+    return h.hexdigest()
 
 
 def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -109,11 +187,19 @@ def train(model_config: dict, train_x: torch.Tensor, train_y: torch.Tensor, *, s
         hook: ``hook(step, model) -> dict | None`` called at step 0, every ``hook_every`` steps and
             at the end, with the model in eval mode; returned dicts (with ``"step"`` added) form
             ``TrainResult.log``, cached with the checkpoints.
-        hook_key: the hook's identity in the cache key (default: its qualified name). Change it
-            when the hook's meaning changes.
+        hook_key: the hook's identity in the cache key. Needed, when caching, for a lambda, a
+            closure or a function defined inside a function; a module-level function defaults
+            to its name and a hash of its code (see :func:`hook_identity`). Change it when the
+            hook's meaning changes.
+        device: where to train; ``None``: :func:`leafkit.default_device`. The data are moved
+            there once; checkpoints are kept on the CPU.
         cache: reuse / write the on-disk cache.
     Returns:
-        TrainResult holding the checkpoints and the log.
+        TrainResult holding the checkpoints, the log and the training environment.
+    Raises:
+        CheckpointError: a cached file for this configuration is corrupt or does not fit.
+        ValueError: bad arguments, a hook that cannot be keyed, or a run whose weights became
+            NaN or infinite (nothing is cached then).
     Paper: Section 4 (SGD, batch 60, learning rate 0.01; checkpoint at step 10000 = epoch 10).
     """
     if train_x.shape[0] != train_y.shape[0] or train_x.shape[0] == 0:
@@ -124,50 +210,105 @@ def train(model_config: dict, train_x: torch.Tensor, train_y: torch.Tensor, *, s
                          f"steps={steps}, checkpoint_steps={list(checkpoint_steps)}")
     config = TrainConfig(
         model=dict(model_config), steps=int(steps),
-        checkpoint_steps=tuple(sorted(set(int(s) for s in (*checkpoint_steps, steps)))),
+        checkpoint_steps=tuple(sorted({int(s) for s in (*checkpoint_steps, steps)})),
         lr=float(lr), batch_size=int(batch_size), momentum=float(momentum), seed=int(seed),
         data=data_fingerprint(train_x, train_y),
-        hook=(hook_key or getattr(hook, "__qualname__", repr(hook))) if hook else None,
+        hook=(hook_identity(hook, hook_key) if cache
+              else hook_key or f"{getattr(hook, '__qualname__', repr(hook))} (not cached)")
+        if hook else None,
         hook_every=int(hook_every) if hook else 0)
     path = checkpoint_path(config)
     if cache and path.exists():
         return load_checkpoint(path, config)
     result = _run_sgd(config, train_x, train_y, hook, device, progress)
+    _check_finite(result.checkpoints, "training produced", "the run diverged: lower lr "
+                  f"(lr={config.lr}) or check the data; nothing was cached")
     if cache:
-        tmp = path.with_suffix(".tmp")
-        torch.save({"format": FORMAT_VERSION, "key": config.key(), "config": asdict(config),
-                    "checkpoints": result.checkpoints, "log": result.log,
-                    "seconds": result.seconds}, tmp)
-        tmp.replace(path)  # atomic: a killed run never leaves a half-written checkpoint
+        save_checkpoint(path, result)
     return result
 
 
+def save_checkpoint(path: Path, result: TrainResult) -> None:
+    """Write ``result`` to ``path`` atomically: into a temporary file of its own in the same
+    folder, then renamed over ``path``, so a killed run never leaves a half-written checkpoint
+    and two processes saving the same run at once both succeed."""
+    payload = {"format": FORMAT_VERSION, "key": result.config.key(),
+               "config": asdict(result.config), "checkpoints": result.checkpoints,
+               "checksum": tensor_checksum(result.checkpoints), "log": result.log,
+               "seconds": result.seconds, "environment": result.environment}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def load_checkpoint(path: Path, config: TrainConfig) -> TrainResult:
-    """Load a cached run, checking that it was written for ``config``."""
+    """Load a cached run, checking that it was written for ``config``, that its tensors match
+    their stored sha256 checksum, that every step loads strictly into
+    ``build_model(config.model)`` and that every weight is finite.
+
+    Raises:
+        CheckpointError: naming ``path`` and what is wrong with it; deleting it retrains.
+    """
+    def refuse(problem: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {path} {problem}; delete it to retrain")
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({err}); "
-                              "delete it to retrain") from err
+        raise refuse(f"is corrupt or unreadable ({err})") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has an unknown format; delete it to retrain")
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise refuse(f"has format {found!r}, not leafkit's checkpoint format {FORMAT_VERSION} "
+                     f"(written by another leafkit version?)")
     if payload.get("key") != config.key() or payload.get("config") != asdict(config):
-        raise CheckpointError(f"checkpoint {path} was written for another configuration "
-                              f"(stored {payload.get('config')}); delete it to retrain")
-    return TrainResult(config=config, checkpoints=payload["checkpoints"], log=payload["log"],
-                       seconds=payload.get("seconds", 0.0), from_cache=True)
+        raise refuse(f"was written for another configuration (stored {payload.get('config')})")
+    checkpoints = payload.get("checkpoints")
+    if (not isinstance(checkpoints, dict) or sorted(checkpoints) != list(config.checkpoint_steps)
+            or not all(isinstance(sd, dict) for sd in checkpoints.values())):
+        raise refuse(f"does not hold the checkpoint steps {list(config.checkpoint_steps)}")
+    stored, actual = payload.get("checksum"), tensor_checksum(checkpoints)
+    if stored != actual:
+        raise refuse(f"fails its sha256 checksum (stored {str(stored)[:16]}..., tensors give "
+                     f"{actual[:16]}...): its weights were changed or damaged after it was written")
+    for step, state in checkpoints.items():
+        try:
+            build_model(config.model).load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            detail = " ".join(str(err).split("\n", 1)[-1].split())
+            raise refuse(f"does not fit the model {config.model} at step {step}: {detail}") from err
+    try:
+        _check_finite(checkpoints, "holds", "")
+    except ValueError as err:
+        raise refuse(str(err)) from None
+    return TrainResult(config=config, checkpoints=checkpoints, log=payload.get("log", []),
+                       seconds=payload.get("seconds", 0.0), from_cache=True,
+                       environment=payload.get("environment", {}))
+
+
+def _check_finite(checkpoints: dict[int, dict[str, torch.Tensor]], verb: str, advice: str) -> None:
+    for step in sorted(checkpoints):
+        for name, t in checkpoints[step].items():
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                bad = int((~torch.isfinite(t)).sum())
+                raise ValueError(f"{verb} non-finite weights: {bad} NaN/inf values in {name!r} "
+                                 f"at step {step}" + (f"; {advice}" if advice else ""))
 
 
 def _run_sgd(config: TrainConfig, train_x, train_y, hook, device, progress) -> TrainResult:
-    device = torch.device(device) if device is not None else train_x.device
+    device = torch.device(device) if device is not None else default_device()
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device)
-    x, y = train_x.to(device), train_y.to(device)
+    x, y = train_x.to(device), train_y.to(device)  # once; batches are indexed on the device
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
     loss_fn = nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)  # on the CPU: the same batches everywhere
     n, bs = len(x), config.batch_size
-    order = torch.empty(0, dtype=torch.long)
+    order = torch.empty(0, dtype=torch.long, device=device)
     checkpoints: dict[int, dict[str, torch.Tensor]] = {}
     log: list[dict] = []
     hook_steps = set(range(0, config.steps + 1, config.hook_every)) | {config.steps} if hook else set()
@@ -186,15 +327,17 @@ def _run_sgd(config: TrainConfig, train_x, train_y, hook, device, progress) -> T
     visit(0)
     for step in tqdm(range(1, config.steps + 1), desc="training", disable=not progress,
                      mininterval=1.0):
-        while len(order) < bs:  # epochs run into one another: a stream of permutations
-            order = torch.cat([order, torch.randperm(n, generator=gen)])
-        idx, order = order[:bs].to(device), order[bs:]
+        while len(order) < bs:  # epochs run into one another: a stream of permutations,
+            # each drawn on the CPU and moved to the device once per epoch
+            order = torch.cat([order, torch.randperm(n, generator=gen).to(device)])
+        idx, order = order[:bs], order[bs:]
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x[idx]), y[idx]).backward()
         opt.step()
         visit(step)
     return TrainResult(config=config, checkpoints=checkpoints, log=log,
-                       seconds=time.perf_counter() - start)
+                       seconds=time.perf_counter() - start,
+                       environment=training_environment(device))
 
 
 def _plain(value):
@@ -209,9 +352,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     """Fraction of ``x`` that ``model`` classifies as ``y``."""
     model.eval()
     dev = next(model.parameters()).device
-    hits = sum((model(x[i:i + batch_size].to(dev)).argmax(1).cpu() == y[i:i + batch_size]).sum().item()
+    hits = sum((model(x[i:i + batch_size].to(dev)).argmax(1) == y[i:i + batch_size].to(dev)).sum()
                for i in range(0, len(x), batch_size))
-    return hits / len(x)
+    return int(hits) / len(x)
 
 
 def reference_run(data, *, epochs: float = REFERENCE_EPOCHS, device=None,
@@ -229,5 +372,7 @@ def reference_run(data, *, epochs: float = REFERENCE_EPOCHS, device=None,
 
 
 def reference_model(data, *, device=None, progress: bool = True) -> nn.Module:
-    """The network at the reference checkpoint (see :func:`reference_run`), in eval mode."""
+    """The network at the reference checkpoint (see :func:`reference_run`), in eval mode, on
+    ``device`` (default: the device of ``data``'s tensors)."""
+    device = data.train_x.device if device is None else device
     return reference_run(data, device=device, progress=progress).model(device=device)

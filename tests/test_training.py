@@ -1,5 +1,10 @@
+import functools
+import inspect
+import types
+
 import pytest
 import torch
+from tiny_runs import train_tiny
 
 import leafkit
 from leafkit import training
@@ -14,7 +19,7 @@ def small_data():
 
 
 def run(small_data, **kwargs):
-    options = dict(steps=6, batch_size=60, progress=False, seed=0)
+    options = {"steps": 6, "batch_size": 60, "progress": False, "seed": 0}
     options.update(kwargs)
     return leafkit.train(SMALL, *small_data, **options)
 
@@ -99,3 +104,107 @@ def test_bad_training_arguments(small_data):
         leafkit.train(SMALL, x, y[:10], steps=3)
     with pytest.raises(ValueError, match="checkpoint steps within"):
         leafkit.train(SMALL, x, y, steps=3, checkpoint_steps=(5,))
+
+
+def probe_a(step, model):
+    return {"probe": 1.0}
+
+
+def probe_b(step, model):
+    return {"probe": 2.0}
+
+
+def test_unkeyed_lambdas_and_local_functions_are_refused(cache_tmp):
+    def local(step, model):
+        return {"probe": 3.0}
+
+    scale = 4.0
+    cases = [(lambda step, model: {"probe": 1.0}, "is a lambda"),
+             (local, "is a function defined inside a function or a closure"),
+             (functools.partial(probe_a), "is a partial, not a module-level function")]
+    for hook, kind in cases:
+        with pytest.raises(ValueError, match=f"{kind}: leafkit cannot tell two such hooks apart.*"
+                                             "Pass hook_key="):
+            train_tiny(hook=hook)
+    # with a key, or without the cache, they run
+    assert train_tiny(hook=lambda step, model: {"probe": scale}, hook_key="probe-4").log[0] == {
+        "step": 0, "probe": 4.0}
+    assert train_tiny(hook=local, cache=False).log[0]["probe"] == 3.0
+
+
+def test_different_module_level_hooks_get_different_cache_entries(cache_tmp):
+    a = train_tiny(hook=probe_a, hook_every=2)
+    b = train_tiny(hook=probe_b, hook_every=2)
+    assert not b.from_cache and [r["probe"] for r in b.log] == [2.0, 2.0, 2.0]
+    assert train_tiny(hook=probe_a, hook_every=2).log == a.log
+    assert a.config.hook.startswith("test_training.probe_a#")
+
+
+def test_an_edited_hook_gets_a_new_identity():
+    """Same module and name, other code: e.g. a constant changed between two sessions."""
+    def compile_probe(source):
+        namespace = {"__name__": "probes"}
+        exec(compile(source, "probes.py", "exec"), namespace)  # noqa: S102 - our own source
+        return namespace["probe"]
+
+    one = compile_probe("def probe(step, model):\n    return {'k': 1.0}\n")
+    two = compile_probe("def probe(step, model):\n    return {'k': 2.0}\n")
+    nested = compile_probe("def probe(step, model):\n    f = lambda: 2.0\n    return {'k': f()}\n")
+    ids = {training.hook_identity(h) for h in (one, two, nested)}
+    assert len(ids) == 3 and all(i.startswith("probes.probe#") for i in ids)
+    assert training.hook_identity(one) == training.hook_identity(compile_probe(
+        "def probe(step, model):\n    return {'k': 1.0}\n"))
+    assert training.hook_identity(one, "mine") == "mine"
+
+
+def test_trace_run_keys_its_hook(monkeypatch):
+    """trace_run's hook is a closure, refused without a key: trace_run must pass one."""
+    calls = []
+    monkeypatch.setattr(leafkit.monitoring, "train", lambda *a, **kw: calls.append(kw))
+    images = torch.randn(20, 1, 28, 28)
+    data = types.SimpleNamespace(train_x=images, train_y=torch.arange(20) % 10, test_x=images,
+                                 test_y=torch.arange(20) % 10, source="offline")
+    leafkit.trace_run(data, epochs=1, n_images=4)
+    (kw,) = calls
+    with pytest.raises(ValueError, match="Pass hook_key="):
+        training.hook_identity(kw["hook"])
+    assert training.hook_identity(kw["hook"], kw["hook_key"]).startswith(
+        "leafkit.monitoring.trace_hook(n_images=4")
+
+
+def test_the_training_environment_is_recorded_but_not_keyed(cache_tmp):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        first = train_tiny()
+        torch.set_num_threads(2)
+        again = train_tiny()
+    finally:
+        torch.set_num_threads(threads)
+    expected = {"torch": str(torch.__version__), "device": "cpu", "threads": 1}
+    assert first.environment == expected and not first.from_cache
+    assert again.from_cache and again.environment == expected  # same key on 2 threads
+
+
+def test_train_follows_the_device_rule(cache_tmp, monkeypatch):
+    monkeypatch.setenv("LEAFKIT_DEVICE", "cpu")
+    assert train_tiny(device=None).environment["device"] == "cpu"
+    monkeypatch.setenv("LEAFKIT_DEVICE", "tpu-please")
+    with pytest.raises(ValueError, match="LEAFKIT_DEVICE='tpu-please' is not a device"):
+        train_tiny(device=None, steps=5)
+
+
+def test_reference_model_follows_the_data(monkeypatch):
+    """On the device of the data, not default_device(): "meta" stands in for a GPU here."""
+    result = train_tiny(cache=False)
+    monkeypatch.setattr(training, "reference_run", lambda data, **kw: result)
+    data = types.SimpleNamespace(train_x=torch.empty(2, 8, device="meta"))
+    model = leafkit.reference_model(data)
+    assert {p.device.type for p in model.parameters()} == {"meta"} and not model.training
+
+
+def test_the_training_loop_has_no_device_literals():
+    source = inspect.getsource(training)
+    assert ".cuda()" not in source
+    loop = inspect.getsource(training._run_sgd).split("for step in tqdm")[1]
+    assert ".to(device)" not in loop.replace("torch.randperm(n, generator=gen).to(device)", "")
