@@ -21,7 +21,6 @@ DT = torch.float64
 SMOOTH = ["tanh", "softplus", "gelu"]
 
 
-
 def tiny(activation, seed=0):
     """A 5-6-4 MLP in float64 and three inputs: small enough for full Hessians."""
     torch.manual_seed(seed)

@@ -24,7 +24,6 @@ from leafkit.geometry import (
 DT = torch.float64
 
 
-
 @pytest.fixture(params=cases.case_params())
 def case(request):
     return cases.make_case(*request.param)

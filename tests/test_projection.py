@@ -11,7 +11,6 @@ from leafkit.projection import default_rtol, project_kernel, project_tangent, ta
 DT = torch.float64
 
 
-
 @pytest.fixture(scope="module", params=["cnn", "mlp"])
 def jac(request):
     """``(x, J, log_p)`` for a small CNN on images or an MLP on vectors, float64 (read-only)."""
