@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+__all__ = ["ACTIVATIONS", "MLP", "MnistCNN", "activation", "build_model"]
+
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
