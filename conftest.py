@@ -11,12 +11,17 @@
   exactly as ``jupyter-book build`` would have stored them. The book build that runs last
   (``tests/test_book.py``, marker ``site``) then finds every chapter in the cache and renders the
   website without executing anything a second time.
+* That bridge relies on internals of nbval and jupyter-cache (listed in :data:`BRIDGE_NEEDS`).
+  ``requirements.txt`` bounds both to the tested versions, and :func:`check_bridge` refuses to
+  start, naming the package, when one of those internals has moved.
 """
 
 from __future__ import annotations
 
 import base64
+import inspect
 import os
+from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,6 +36,67 @@ ROOT = Path(__file__).resolve().parent
 BOOK = ROOT / "book"
 EXECUTION_CACHE = ROOT / "_build" / ".jupyter_cache"  # where `jupyter-book build .` looks
 WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
+TESTED = {"nbval": ">=0.11,<0.12", "jupyter-cache": ">=1.0,<1.1"}  # as in requirements.txt
+
+
+def _nbval_needs() -> list[tuple[str, bool]]:
+    plugin = nbval.plugin
+    get_message = getattr(getattr(plugin, "IPyNbFile", None), "get_kernel_message", None)
+    runtest = getattr(getattr(plugin, "IPyNbCell", None), "runtest", None)
+    return [
+        ("nbval.plugin.IPyNbFile", hasattr(plugin, "IPyNbFile")),
+        ("nbval.plugin.IPyNbFile.get_kernel_message(timeout=, stream=)",
+         get_message is not None and _takes(get_message, "timeout", "stream")),
+        ("nbval.plugin.nbformat (module attribute, replaced while collecting)",
+         getattr(getattr(plugin, "nbformat", None), "read", None) is not None),
+        ("nbval.plugin.IPyNbCell.runtest setting item.test_outputs",
+         runtest is not None and "test_outputs" in inspect.getsource(runtest)),
+    ]
+
+
+def _jupyter_cache_needs() -> list[tuple[str, bool]]:
+    try:
+        import jupyter_cache
+        from jupyter_cache import base
+        from jupyter_cache.cache.main import JupyterCacheBase
+    except ImportError as err:
+        return [(f"import ({err})", False)]
+    bundle = getattr(base, "CacheBundleIn", None)
+    store = getattr(JupyterCacheBase, "cache_notebook_bundle", None)
+    return [
+        ("jupyter_cache.get_cache(path)", hasattr(jupyter_cache, "get_cache")),
+        ("jupyter_cache.base.CacheBundleIn(nb, uri, data=)",
+         bundle is not None and _takes(bundle, "nb", "uri", "data")),
+        ("JupyterCacheBase.cache_notebook_bundle(bundle, check_validity=, overwrite=)",
+         store is not None and _takes(store, "bundle", "check_validity", "overwrite")),
+    ]
+
+
+BRIDGE_NEEDS = {"nbval": _nbval_needs, "jupyter-cache": _jupyter_cache_needs}
+
+
+def _takes(func, *names: str) -> bool:
+    try:
+        return set(names) <= set(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return False
+
+
+def check_bridge() -> None:
+    """Fail at start, naming the package, its version and the tested range, when an internal of
+    nbval or jupyter-cache that this file relies on has moved."""
+    for package, needs in BRIDGE_NEEDS.items():
+        missing = [name for name, present in needs() if not present]
+        if missing:
+            try:
+                version = metadata.version(package)
+            except metadata.PackageNotFoundError:
+                version = "not installed"
+            raise pytest.UsageError(
+                f"conftest.py stores executed chapters through internals of {package}, and "
+                f"{package} {version} lacks {'; '.join(missing)}. This bridge is tested with "
+                f"{package}{TESTED[package]}: install that, e.g. pip install -r "
+                f"requirements.txt")
 
 
 def is_myst_notebook(path: Path) -> bool:
@@ -41,7 +107,7 @@ def is_myst_notebook(path: Path) -> bool:
     return head.startswith("---") and "kernelspec:" in head
 
 
-class MystNotebook(nbval.plugin.IPyNbFile):
+class MystNotebook(getattr(nbval.plugin, "IPyNbFile", pytest.File)):  # checked: check_bridge
     """nbval's notebook collector, fed by jupytext, that keeps what the kernel produced."""
 
     def collect(self):
@@ -125,6 +191,9 @@ def ends_quietly(source: str) -> bool:
 
 def pytest_configure(config):
     config.leafkit_cached_chapters = set()  # chapters whose outputs this run stored in the cache
+    opt = config.option
+    if getattr(opt, "nbval", False) or getattr(opt, "nbval_lax", False):
+        check_bridge()
 
 
 def pytest_collect_file(file_path: Path, parent):
