@@ -4,7 +4,12 @@ Companion code to L. Grementieri and R. Fioresi, *Model-Centric Data Manifold: T
 the Eyes of the Model*, SIAM J. Imaging Sciences 15(3), 2022.
 """
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+
+try:  # the one version is pyproject.toml's, read from the installed metadata
+    __version__ = _metadata.version("leafkit")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 # data, models, training
 from .cache import cache_dir, default_device
