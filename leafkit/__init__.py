@@ -31,21 +31,29 @@ from .frobenius import (involutivity_residual, lie_brackets, log_prob_hessian_ve
 from .paths import (PROJECTIONS, PathResult, horizontal_direction, horizontal_path,
                     vertical_path)
 
-# theory chapters (Sections 2-3): Table 1, the KL expansions, Theorem 3.1 checks, the survey
-from .theory import (PLANE_FIELDS, PlaneField, Table, count_maxpool_ties, involutivity_survey,
-                     kl_second_order, memory_table, numerical_rank, parameter_kl_second_order,
-                     principal_angles, score_hessian_vector_products, survey_models,
-                     tangent_angles_along)
+# theory chapters (Sections 2-3): Table 1, the KL expansions, linear regions, plane fields, the
+# survey (numerical_rank and score_hessian_vector_products, once theory's, stay top-level names)
+from .geometry import numerical_rank
+from .frobenius import score_hessian_vector_products
+from .tables import DATASET_SHAPES, Table, format_bytes, memory_table
+from .expansions import kl_second_order, parameter_kl_second_order
+from .regions import (activation_patterns, count_maxpool_ties, principal_angles,
+                      tangent_angles_along)
+from .planes import PLANE_FIELDS, PlaneField, circle
+from .survey import ARCHITECTURES, SurveyCase, involutivity_survey, survey_models
 
-# horizontal-path experiments (Figures 4-6): examples, measurements, plots, explorer
-from .experiments import (ExamplePairs, classes_visited, example_pairs, interpolation_gap,
-                          kernel_fraction, linear_interpolation, mirror, path_summary,
-                          plateau_change, segment_distance, settling_step, transitions)
+# horizontal-path experiments (Figures 4-6): example images, measurements of a path
+from .examples import ExamplePairs, example_pairs, first_of_class, mirror
+from .path_metrics import (Transition, classes_visited, entropy, interpolation_gap,
+                           kernel_fraction, linear_interpolation, path_summary, plateau_change,
+                           segment_distance, settling_step, transitions)
 
 # the trace of G through training (Figure 2) and paths across leaves (Figure 3)
 from .monitoring import numerical_ranks, trace_hook, trace_run
 
-# plots and interactive explorers
-from .viz import (frame_figure, path_and_interpolation, path_scrubber, path_strip,
-                  plot_path_distances, plot_trace_curve, plot_walk, show_images)
+# plots (line plots; image plots) and interactive explorers
+from .plots import (plot_involutivity_survey, plot_kl_check, plot_path_distances,
+                    plot_plane_fields, plot_rank_vs_tolerance, plot_spectra, plot_trace_curve,
+                    plot_walk)
+from .viz import frame_figure, path_and_interpolation, path_scrubber, path_strip, show_images
 from .widgets import cross_leaf_explorer, involutivity_explorer, path_explorer

@@ -14,9 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .geometry import check_batch, local_data_trace_from_jacobian, log_prob_jacobian
+from .geometry import check_batch, local_data_trace_from_jacobian, log_prob_jacobian, numerical_rank
 from .models import MnistCNN
-from .theory import numerical_rank
 from .training import REFERENCE_EPOCHS, TrainResult, steps_for_epochs, train
 
 __all__ = ["RANK_RTOLS", "default_trace_images", "fixed_images", "numerical_ranks", "trace_hook",

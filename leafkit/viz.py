@@ -1,4 +1,10 @@
-"""Plots shared by the chapters: image grids in pixel intensities, not normalized units."""
+"""Image plots of the chapters: digits, path strips and frames, in pixel intensities (not
+normalized units), and a kernel-free player of one path.
+
+Line plots (spectra, distances, the trace of ``G``) are in :mod:`leafkit.plots`.
+
+Paper: Figures 3-6 (the paths, frame by frame).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,12 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import torch
 
+from .checks import eval_mode
 from .data import denormalize
+from .path_metrics import linear_interpolation
+
+__all__ = ["frame_figure", "path_and_interpolation", "path_scrubber", "path_strip",
+           "show_images"]
 
 
 def show_images(images: torch.Tensor, titles: Sequence[str] | None = None, *, ncols: int = 10,
@@ -87,98 +98,6 @@ def path_strip(points: torch.Tensor, record_steps: Sequence[int] | torch.Tensor,
     return fig
 
 
-def plot_trace_curve(log: Sequence[dict], steps_per_epoch: float, *,
-                     reference_step: int | None = None, rank_key: str = "rank_G_by_rtol"):
-    """Figure 2: the trace of ``G`` through training, with the numerical rank and the accuracy.
-
-    Three panels against the SGD step: (a) the mean and the median of ``Tr G`` over the fixed
-    images, log scale; (b) the mean numerical rank at each logged tolerance; (c) the accuracy on
-    the logged images and on the test set, where logged. Epochs are marked on a top axis of (a)
-    and the reference checkpoint by a dashed line in every panel.
-
-    Args:
-        log: ``TrainResult.log`` of :func:`leafkit.monitoring.trace_run` (dicts with ``step``,
-            ``trace_mean``, ``trace_median``, ``rtols``, ``rank_J_by_rtol``, ``rank_G_by_rtol`` and
-            optionally ``train_accuracy``, ``test_accuracy``).
-        steps_per_epoch: SGD steps per epoch (for the epoch axis).
-        reference_step: the step of the reference checkpoint, or ``None``.
-        rank_key: ``"rank_G_by_rtol"`` or ``"rank_J_by_rtol"``, the rank shown in (b).
-
-    Returns:
-        The matplotlib figure.
-
-    Paper: Figure 2.
-    """
-    steps = [r["step"] for r in log]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    ax = axes[0]
-    ax.semilogy(steps, [r["trace_mean"] for r in log], "o-", ms=3, label="mean")
-    ax.semilogy(steps, [r["trace_median"] for r in log], "s-", ms=3, label="median")
-    ax.set_ylabel(r"Tr $G$ over the fixed images")
-    ax.set_title("(a) trace of G (soft rank)")
-    top = ax.secondary_xaxis("top", functions=(lambda s: s / steps_per_epoch,
-                                               lambda e: e * steps_per_epoch))
-    top.set_xlabel("epoch")
-    ax = axes[1]
-    rtols = log[0]["rtols"]
-    for i, r in enumerate(rtols):
-        ax.plot(steps, [rec[rank_key][i] for rec in log], label=f"tol {r:.0e}")
-    ax.set_ylabel("mean numerical rank")
-    ax.set_title(f"(b) rank of {'G' if rank_key == 'rank_G_by_rtol' else 'J'} by tolerance")
-    ax = axes[2]
-    for key, label in (("train_accuracy", "fixed training images"), ("test_accuracy", "test set")):
-        if key in log[0]:
-            ax.plot(steps, [r[key] for r in log], label=label)
-    ax.set_ylabel("accuracy")
-    ax.set_title("(c) accuracy")
-    for ax in axes:
-        ax.set_xlabel("SGD step")
-        if reference_step is not None:
-            ax.axvline(reference_step, color="gray", ls="--", lw=1)
-        ax.legend(fontsize=7)
-    axes[0].legend(fontsize=7, title="reference: dashed" if reference_step is not None else None,
-                   title_fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def plot_walk(steps: Sequence[int] | torch.Tensor,
-              curves: dict[str, tuple[torch.Tensor, torch.Tensor]], *,
-              labels: Sequence[str] | None = None):
-    """Distance from the start and probability of the starting class along walks (Figure 3).
-
-    Args:
-        steps: ``(K,)`` the steps at which the curves are given.
-        curves: ``{name: (distance, prob)}`` with ``distance`` and ``prob`` of shape ``(B, K)``,
-            one entry per kind of walk (e.g. across leaves, and an unprojected control); each is
-            drawn solid for the first kind, dashed for the second, and so on.
-        labels: one label per path ``b`` (e.g. the starting digit).
-
-    Returns:
-        The matplotlib figure with two panels: distance (left) and probability (right).
-    """
-    steps = torch.as_tensor(steps).numpy()
-    fig, (ax_d, ax_p) = plt.subplots(1, 2, figsize=(11, 3.6))
-    styles = ["-", "--", ":", "-."]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for (name, (dist, prob)), style in zip(curves.items(), styles):
-        for b in range(dist.shape[0]):
-            label = f"{name}, {labels[b]}" if labels is not None else f"{name}, path {b}"
-            color = colors[b % len(colors)]
-            ax_d.plot(steps, torch.as_tensor(dist[b]).numpy(), style, color=color, label=label)
-            ax_p.plot(steps, torch.as_tensor(prob[b]).numpy(), style, color=color, label=label)
-    ax_d.set_xlabel("step")
-    ax_d.set_ylabel(r"$\|x_t - x_0\|$")
-    ax_d.set_title("distance from the start")
-    ax_p.set_xlabel("step")
-    ax_p.set_ylabel("p(starting class)")
-    ax_p.set_ylim(0, 1.02)
-    ax_p.set_title("probability of the starting class")
-    ax_d.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def frame_figure(image: torch.Tensor, probs: torch.Tensor, *, title: str = "",
                  highlight: int | None = None, curve: tuple[Sequence, Sequence] | None = None,
                  marker: float | None = None, curve_label: str = ""):
@@ -242,7 +161,8 @@ def path_and_interpolation(model, result, rows: Sequence[int], source: torch.Ten
     titled the same way.
 
     Args:
-        model: the classifier, to label the interpolation's frames.
+        model: the classifier, to label the interpolation's frames; it runs in eval mode (its
+            modes are restored).
         result: a :class:`~leafkit.paths.PathResult` whose paths ``rows`` join ``source`` to
             ``target``.
         rows: indices of the paths to show.
@@ -257,8 +177,6 @@ def path_and_interpolation(model, result, rows: Sequence[int], source: torch.Ten
 
     Paper: Figures 4 and 5 (paths beside linear interpolation).
     """
-    from .experiments import linear_interpolation
-
     K = result.points.shape[1]
     cols = torch.linspace(0, K - 1, frames).round().long()
     steps = result.record_steps[cols]
@@ -269,7 +187,7 @@ def path_and_interpolation(model, result, rows: Sequence[int], source: torch.Ten
                        for t, p in zip(steps, result.probs[b, cols])])
     line = linear_interpolation(source[None].cpu(), target[None].cpu(), frames)[0]
     device = next(model.parameters()).device
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         probs = model(line.to(device)).softmax(-1).cpu()
     images.append(line)
     titles.append([f"s={s:.2f}\n{_top_title(p)}"
@@ -286,60 +204,6 @@ def path_and_interpolation(model, result, rows: Sequence[int], source: torch.Ten
             ax.set_yticks([])
             ax.set_title(row_titles[j], fontsize=7)
         axes[r, 0].set_ylabel(labels[r], fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_path_distances(result, labels: Sequence[str], projections: Sequence[str], *,
-                        tol: float | None = 1.0):
-    """Distance to the target and the model's confidence along horizontal paths.
-
-    Left: ``||target - x_t||`` at every step. Right: the probability of the predicted class at
-    the recorded points, with a dot where the predicted class changes (annotated with the new
-    class). One color per pair (``labels``), one line style per projection (``projections``).
-
-    Args:
-        result: a horizontal :class:`~leafkit.paths.PathResult` of ``B`` paths.
-        labels: `(B,)` the pair of each path, e.g. ``"0 -> 1"`` (paths with the same label share
-            a color).
-        projections: `(B,)` the projection of each path.
-        tol: the arrival radius, drawn as a dotted line (``None``: not drawn).
-
-    Returns:
-        The matplotlib figure.
-
-    Paper: Algorithm 4.1; Figures 4-6.
-    """
-    pairs = list(dict.fromkeys(labels))
-    kinds = list(dict.fromkeys(projections))
-    styles = ["-", "--", ":", "-."]
-    fig, (ax_d, ax_p) = plt.subplots(1, 2, figsize=(11, 3.6))
-    steps = result.record_steps.numpy()
-    top, pred = result.probs.max(-1)
-    top = top.numpy()
-    for b, (label, kind) in enumerate(zip(labels, projections)):
-        color = f"C{pairs.index(label) % 10}"
-        style = styles[kinds.index(kind) % len(styles)]
-        d = result.distance[b, : int(result.steps_taken[b]) + 1].numpy()
-        ax_d.plot(d, style, color=color, label=f"{label}, {kind}")
-        ax_p.plot(steps, top[b], style, color=color)
-        change = ((pred[b, 1:] != pred[b, :-1]).nonzero().flatten() + 1).numpy()
-        ax_p.plot(steps[change], top[b, change], "o", color=color, ms=4)
-        for k in change.tolist():
-            ax_p.annotate(str(int(pred[b, k])), (float(steps[k]), float(top[b, k])), fontsize=7,
-                          xytext=(2, 2), textcoords="offset points")
-    if tol is not None:
-        ax_d.axhline(tol, color="gray", ls=":", lw=1)
-    ax_d.set_xlabel("step")
-    ax_d.set_ylabel(r"$\|x_{target} - x_t\|$")
-    ax_d.set_title("distance to the target")
-    ax_d.set_ylim(bottom=0)
-    ax_d.legend(fontsize=7)
-    ax_p.set_xscale("symlog", linthresh=100)  # class changes come early: stretch the start
-    ax_p.set_xlabel("step (linear to 100, then log)")
-    ax_p.set_ylabel("probability of the predicted class")
-    ax_p.set_title("confidence; dots: the predicted class changes")
-    ax_p.set_ylim(0, 1.05)
     fig.tight_layout()
     return fig
 

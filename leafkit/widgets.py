@@ -17,8 +17,31 @@ import torch
 from torch import nn
 
 from .data import pixel_bounds
+from .examples import mirror
 from .paths import PathResult, vertical_path
 from .viz import frame_figure
+
+__all__ = ["MAX_PATH_STEPS", "MAX_WALK_STEPS", "STEP_SIZE_RANGE", "cross_leaf_explorer",
+           "figure_png", "involutivity_explorer", "path_explorer"]
+
+#: The range of the step-size sliders (``FloatLogSlider`` from ``1e-3`` to ``1``).
+STEP_SIZE_RANGE = (1e-3, 1.0)
+#: The largest number of steps the step sliders of the two path explorers offer.
+MAX_WALK_STEPS, MAX_PATH_STEPS = 5000, 10000
+
+
+def _check_range(name: str, value, low, high, *, high_open: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name``, its value and the valid range unless ``value`` lies
+    in ``[low, high]`` (``[low, high)`` with ``high_open``): a slider would clamp it silently."""
+    inside = low <= value < high if high_open else low <= value <= high
+    if not inside:
+        raise ValueError(f"{name} must be in [{low}, {high}{')' if high_open else ']'}, "
+                         f"got {value}")
+
+
+def _check_record_every(record_every: int) -> None:
+    if not isinstance(record_every, int) or record_every < 1:
+        raise ValueError(f"record_every must be a positive integer, got {record_every}")
 
 
 def figure_png(fig) -> bytes:
@@ -59,12 +82,18 @@ def cross_leaf_explorer(model: nn.Module, data, *, index: int = 0, step_size: fl
         An ``ipywidgets.VBox``; its attribute ``result`` holds the latest
         :class:`~leafkit.paths.PathResult`.
 
+    Raises:
+        ValueError: ``index``, ``step_size`` or ``steps`` outside the range its control offers
+            (``[0, N)``, ``[1e-3, 1]``, ``[record_every, 5000]``), or ``record_every < 1``.
+
     Paper: Section 4.2, Figure 3.
     """
     import ipywidgets as w
 
-    if not 0 <= index < len(data.test_x):
-        raise ValueError(f"index must be in [0, {len(data.test_x)}), got {index}")
+    _check_range("index", index, 0, len(data.test_x), high_open=True)
+    _check_record_every(record_every)
+    _check_range("step_size", step_size, *STEP_SIZE_RANGE)
+    _check_range("steps", steps, record_every, MAX_WALK_STEPS)
     bounds = pixel_bounds() if bounds is None else bounds
     style = {"description_width": "initial"}
     index_box = w.BoundedIntText(index, min=0, max=len(data.test_x) - 1, description="test index",
@@ -74,7 +103,7 @@ def cross_leaf_explorer(model: nn.Module, data, *, index: int = 0, step_size: fl
                            layout=w.Layout(width="210px"))
     alpha_box = w.FloatLogSlider(step_size, base=10, min=-3, max=0, step=0.25,
                                  description="step size", style=style)
-    steps_box = w.IntSlider(steps, min=record_every, max=5000, step=record_every,
+    steps_box = w.IntSlider(steps, min=record_every, max=MAX_WALK_STEPS, step=record_every,
                             description="steps", style=style)
     seed_box = w.IntText(seed, description="seed", style=style, layout=w.Layout(width="140px"))
     run_button = w.Button(description="Run", button_style="primary", icon="play")
@@ -149,15 +178,30 @@ def involutivity_explorer(x: torch.Tensor, *, num_classes: int = 10,
     Returns:
         An ``ipywidgets.VBox``.
 
+    Raises:
+        ValueError: an empty choice, an unknown activation, a depth or width below 1,
+            ``num_classes < 2``, or ``seed`` negative.
+
     Paper: Theorem 3.1, eq. (3.4); the Remark after it (smooth activations).
     """
     import ipywidgets as w
 
     from .frobenius import involutivity_residual
-    from .models import MLP
+    from .models import ACTIVATIONS, MLP
 
     if not activations or not depths or not widths:
         raise ValueError("activations, depths and widths must each offer at least one choice")
+    unknown = [a for a in activations if str(a).lower() not in ACTIVATIONS]
+    if unknown:
+        raise ValueError(f"activations {unknown} are unknown; choose from {sorted(ACTIVATIONS)}")
+    for name, values in (("depths", depths), ("widths", widths)):
+        bad = [v for v in values if not isinstance(v, int) or v < 1]
+        if bad:
+            raise ValueError(f"{name} must be positive integers, got {bad}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
     n = x[0].numel()
     act_box = w.Dropdown(options=activations, value=activations[0], description="activation")
     depth_box = w.Dropdown(options=depths, value=depths[min(1, len(depths) - 1)],
@@ -224,21 +268,24 @@ def path_explorer(model: nn.Module, data, *, source: int = 0, target: int | None
         :class:`~leafkit.paths.PathResult`.
 
     Raises:
-        ValueError: an index out of range or an unknown projection.
+        ValueError: ``source``, ``target``, ``step_size`` or ``max_steps`` outside the range its
+            control offers (``[0, N)``, ``[1e-3, 1]``, ``[record_every, 10000]``),
+            ``record_every < 1``, or an unknown projection.
 
     Paper: Algorithm 4.1, Figures 4-6.
     """
     import ipywidgets as w
 
-    from .experiments import mirror
     from .paths import PROJECTIONS, horizontal_path
 
     n_test = len(data.test_x)
+    _check_range("source", source, 0, n_test, high_open=True)
     if target is None:
         target = int(torch.nonzero(data.test_y != data.test_y[source])[0])
-    for name, value in (("source", source), ("target", target)):
-        if not 0 <= value < n_test:
-            raise ValueError(f"{name} must be in [0, {n_test}), got {value}")
+    _check_range("target", target, 0, n_test, high_open=True)
+    _check_record_every(record_every)
+    _check_range("step_size", step_size, *STEP_SIZE_RANGE)
+    _check_range("max_steps", max_steps, record_every, MAX_PATH_STEPS)
     if projection not in PROJECTIONS:
         raise ValueError(f"unknown projection {projection!r}; choose one of {PROJECTIONS}")
     bounds = pixel_bounds() if bounds is None else bounds
@@ -266,7 +313,7 @@ def path_explorer(model: nn.Module, data, *, source: int = 0, target: int | None
                           style=style, layout=w.Layout(width="200px"))
     alpha_box = w.FloatLogSlider(step_size, base=10, min=-3, max=0, step=0.25,
                                  description="step size", style=style)
-    steps_box = w.IntSlider(max_steps, min=record_every, max=10000, step=record_every,
+    steps_box = w.IntSlider(max_steps, min=record_every, max=MAX_PATH_STEPS, step=record_every,
                             description="budget (steps)", style=style)
     run_button = w.Button(description="Run", button_style="primary", icon="play")
     bar = w.IntProgress(0, min=0, max=max_steps, description="path", style=style)

@@ -1,8 +1,11 @@
+"""Unit tests of leafkit.monitoring: the trace and rank log of Figure 2, against closed forms."""
+
 import pytest
 import torch
+from torch import nn
 
 import leafkit
-from leafkit.geometry import local_data_trace
+from leafkit.geometry import numerical_rank
 from leafkit.monitoring import fixed_images, numerical_ranks, trace_hook
 
 SMALL = leafkit.MnistCNN(channels=(2, 4), hidden=8).config
@@ -30,27 +33,64 @@ def test_numerical_ranks_closed_form():
     assert rank_G.tolist() == [[1, 1, 1, 2, 2]]  # eigenvalue ratios 9e-4, 9e-6, 1e-16
 
 
-def test_numerical_ranks_bound_on_a_network(tiny):
-    model, x, _ = tiny
-    J, log_p = leafkit.geometry.log_prob_jacobian(model, x)
-    rank_J, rank_G = numerical_ranks(J, log_p)
-    assert rank_J.shape == rank_G.shape == (12, len(leafkit.monitoring.RANK_RTOLS))
-    assert int(rank_J.max()) <= 9 and int(rank_G.max()) <= 9  # Proposition 2.1: rank <= C - 1
-    assert bool((rank_G <= rank_J).all())
+def test_numerical_rank_counts_above_tolerance():
+    # numerical_rank (leafkit.geometry) is the count numerical_ranks uses
+    lam = torch.tensor([[1.0, 1e-3, 1e-9, -1e-17], [2.0, 2.0, 0.0, 0.0]], dtype=torch.float64)
+    ranks = numerical_rank(lam, [1e-1, 1e-6, 1e-12, 1e-20])
+    assert ranks.tolist() == [[1, 2, 3, 4], [2, 2, 2, 2]]
+    with pytest.raises(ValueError, match=r"\(B, m\)"):
+        numerical_rank(torch.ones(3), [0.1])
 
 
-def test_trace_hook_matches_geometry(tiny):
-    model, x, y = tiny
-    record = trace_hook(x, y, batch_size=5, test=(x, y))(0, model)
-    trace = local_data_trace(model, x)
-    torch.testing.assert_close(torch.tensor(record["trace_mean"]), trace.mean(), rtol=1e-5, atol=0)
-    torch.testing.assert_close(torch.tensor(record["trace_median"]), trace.median(), rtol=1e-5,
-                               atol=0)
+def low_rank_linear(rank: int, C: int = 5, n: int = 7) -> nn.Linear:
+    """``s = A x`` with ``A = sum_k c_k a_k^T`` of rank ``rank``: then ``J = (I - 1 p^T) A`` and
+    ``G = J^T diag(p) J`` have rank ``rank`` exactly (the centred ``c_k`` stay independent)."""
+    gen = torch.Generator().manual_seed(rank)
+    a = torch.linalg.qr(torch.randn(n, rank, generator=gen, dtype=torch.float64)).Q  # (n, r)
+    c = torch.linalg.qr(torch.randn(C, rank, generator=gen, dtype=torch.float64)).Q  # (C, r)
+    c = c - c.mean(0)  # orthogonal to 1, so that centring by p keeps them apart
+    model = nn.Linear(n, C, bias=False).double()
     with torch.no_grad():
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-    assert record["train_loss"] == pytest.approx(loss.item(), rel=1e-5)
-    assert record["train_accuracy"] == record["test_accuracy"] == leafkit.accuracy(model, x, y)
-    assert record["rank_J"] == record["rank_J_by_rtol"][record["rtols"].index(1e-3)]
+        model.weight.copy_(c @ a.T)
+    return model
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_trace_hook_ranks_match_the_rank_by_construction(rank):
+    model = low_rank_linear(rank)
+    x = 0.3 * torch.randn(6, 7, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    rtols = (1e-2, 1e-4, 1e-6)
+    record = trace_hook(x, rank_rtol=1e-4, rtols=rtols)(0, model)
+    assert record["rtols"] == list(rtols)
+    assert record["rank_J_by_rtol"] == record["rank_G_by_rtol"] == [rank] * 3
+    assert record["rank_J"] == record["rank_G"] == rank
+    J, log_p = leafkit.log_prob_jacobian(model, x)
+    rank_J, rank_G = numerical_ranks(J, log_p, rtols)
+    assert rank_J.tolist() == rank_G.tolist() == [[rank] * 3] * 6
+
+
+def test_trace_hook_matches_the_closed_form_of_a_linear_model():
+    # s = A x + b: g_i = A^T (e_i - p) and Tr G = sum_i p_i ||A^T (e_i - p)||^2, here in float64
+    torch.manual_seed(0)
+    C, n, N = 4, 6, 9
+    model = nn.Linear(n, C).double()
+    x = torch.randn(N, n, dtype=torch.float64)
+    y = torch.arange(N) % C
+    record = trace_hook(x, y, batch_size=4, test=(x[:5], y[:5]))(0, model)
+    A, b = model.weight.detach(), model.bias.detach()
+    s = x @ A.T + b
+    log_p = s - s.logsumexp(1, keepdim=True)
+    p = log_p.exp()
+    g = (torch.eye(C, dtype=torch.float64)[None] - p[:, None, :]) @ A  # (N, C, n)
+    trace = (p * g.square().sum(-1)).sum(1)
+    assert record["trace_mean"] == pytest.approx(trace.mean().item(), rel=1e-12)
+    assert record["trace_median"] == pytest.approx(trace.sort().values[N // 2].item(), rel=1e-12)
+    assert record["train_loss"] == pytest.approx(-log_p[torch.arange(N), y].mean().item(),
+                                                 rel=1e-12)
+    assert record["train_accuracy"] == pytest.approx((s.argmax(1) == y).double().mean().item())
+    assert record["test_accuracy"] == pytest.approx((s[:5].argmax(1) == y[:5]).double().mean()
+                                                    .item())
+    assert 0 < record["train_accuracy"] < 1  # the check can tell right from wrong
 
 
 def test_trace_hook_chunking_does_not_matter(tiny):

@@ -1,17 +1,12 @@
-"""The examples and measurements of the path experiments (Figures 4, 5 and 6).
+"""What to measure on a path of Algorithm 4.1 (all on :class:`~leafkit.paths.PathResult`).
 
-* Which images: :func:`example_pairs` returns the source/target pairs of a figure, the authors'
-  test indices on full MNIST (:data:`PAPER_PAIRS`) or, on the offline subset (whose indices mean
-  nothing to the authors' scripts), a documented deterministic substitute
-  (:data:`OFFLINE_CLASSES`: the first test image of fixed classes). Figure 5's targets are
-  horizontally mirrored digits (:func:`mirror`).
-* What to measure on a path (all on :class:`~leafkit.paths.PathResult`):
-  how far it strays from the straight segment between its ends (:func:`segment_distance`,
-  :func:`interpolation_gap`), which classes it passes through (:func:`classes_visited`) and how
-  unsure the model is where the predicted class changes (:func:`transitions`), how much of the
-  remaining offset to the target lies outside ``D_x`` (:func:`kernel_fraction`), whether the
-  distance has stopped falling (:func:`plateau_change`), and when the residual noise pattern
-  settles (:func:`settling_step`).
+How far it strays from the straight segment between its ends (:func:`segment_distance`,
+:func:`interpolation_gap`, and the segment itself, :func:`linear_interpolation`), which classes it
+passes through (:func:`classes_visited`) and how unsure the model is where the predicted class
+changes (:func:`transitions`, :func:`entropy`), how much of the remaining offset to the target
+lies outside ``D_x`` (:func:`kernel_fraction`), whether the distance has stopped falling
+(:func:`plateau_change`, :func:`path_summary`), and when the residual noise pattern settles
+(:func:`settling_step`).
 
 Paper: Section 4.3, Algorithm 4.1, Figures 4-6.
 """
@@ -23,121 +18,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data import MNISTData
+from .checks import eval_mode
 from .geometry import log_prob_jacobian
 from .projection import project_kernel
 
-__all__ = ["FIGURES", "OFFLINE_CLASSES", "PAPER_PAIRS", "ExamplePairs", "Transition",
-           "classes_visited", "entropy", "example_pairs", "first_of_class", "interpolation_gap",
-           "kernel_fraction", "linear_interpolation", "mirror", "path_summary", "plateau_change",
-           "segment_distance", "settling_step", "transitions"]
-
-FIGURES = ("fig4", "fig5", "fig6")
-
-#: The authors' MNIST test indices ``(source, target)`` of each figure (full MNIST only). In
-#: Figure 5 the target is the horizontal mirror of the indexed image.
-PAPER_PAIRS: dict[str, tuple[tuple[int, int], ...]] = {
-    "fig4": ((4185, 5874), (3898, 9709)),
-    "fig5": ((125, 6349), (4200, 9792)),
-    "fig6": ((2386, 7528), (747, 3333)),
-}
-
-#: Offline substitutes ``(source class, target class)``: each image is the *first* test image of
-#: its class in the offline split. The paper's indices cannot be mapped to the 1000 offline test
-#: images, so the classes are a fixed, stated choice: Figure 4 joins a 0 to a 1 (very different
-#: shapes) and a 4 to a 9 (close ones); Figure 5 goes from a 2 to a mirrored 3 (which reads as
-#: an E) and from a 7 to a mirrored 9 (which reads as a P), as the paper's letters; Figure 6
-#: uses two other pairs, a 5 to a 6 and an 8 to a 3.
-OFFLINE_CLASSES: dict[str, tuple[tuple[int, int], ...]] = {
-    "fig4": ((0, 1), (4, 9)),
-    "fig5": ((2, 3), (7, 9)),
-    "fig6": ((5, 6), (8, 3)),
-}
-
-_MIRRORED = {"fig4": False, "fig5": True, "fig6": False}
-
-
-@dataclass(frozen=True)
-class ExamplePairs:
-    """The source/target pairs of one figure.
-
-    Attributes:
-        sources: `(P, 1, 28, 28)` source images (normalized).
-        targets: `(P, 1, 28, 28)` target images (mirrored for Figure 5).
-        source_index: the test-set index of each source.
-        target_index: the test-set index of each target (of the image before mirroring).
-        source_label: the true class of each source.
-        target_label: the true class of each target's image (before mirroring).
-        mirrored: whether the targets are mirrored.
-        rule: one sentence saying how the pairs were chosen.
-    """
-
-    sources: torch.Tensor
-    targets: torch.Tensor
-    source_index: tuple[int, ...]
-    target_index: tuple[int, ...]
-    source_label: tuple[int, ...]
-    target_label: tuple[int, ...]
-    mirrored: bool
-    rule: str
-
-    def labels(self) -> list[str]:
-        """One short label a pair, e.g. ``"0 (#0) -> 1 (#100)"``; ``"mirror of 3"`` if mirrored."""
-        what = "mirror of " if self.mirrored else ""
-        return [f"{a} (#{i}) -> {what}{b} (#{j})" for a, i, b, j in
-                zip(self.source_label, self.source_index, self.target_label, self.target_index)]
-
-
-def first_of_class(labels: torch.Tensor, digit: int) -> int:
-    """The smallest index ``i`` with ``labels[i] == digit``.
-
-    Raises:
-        ValueError: no image of that class.
-    """
-    hits = (labels == digit).nonzero().flatten()
-    if hits.numel() == 0:
-        raise ValueError(f"no image of class {digit}")
-    return int(hits[0])
-
-
-def mirror(x: torch.Tensor) -> torch.Tensor:
-    """Images `(..., H, W)` flipped left to right (a horizontal mirror)."""
-    return x.flip(-1)
-
-
-def example_pairs(data: MNISTData, figure: str) -> ExamplePairs:
-    """The pairs of ``figure`` (``"fig4"``, ``"fig5"`` or ``"fig6"``) on ``data``.
-
-    Full MNIST: the authors' test indices (:data:`PAPER_PAIRS`). Offline subset: the first test
-    image of each class in :data:`OFFLINE_CLASSES`.
-
-    Raises:
-        ValueError: unknown ``figure``.
-
-    Paper: Figures 4, 5 and 6.
-    """
-    if figure not in FIGURES:
-        raise ValueError(f"unknown figure {figure!r}; choose one of {FIGURES}")
-    if data.source == "full":
-        pairs = PAPER_PAIRS[figure]
-        rule = "the authors' test indices"
-    else:
-        pairs = tuple((first_of_class(data.test_y, a), first_of_class(data.test_y, b))
-                      for a, b in OFFLINE_CLASSES[figure])
-        rule = ("offline substitute: the first test image of each class "
-                f"{' and '.join(f'{a}->{b}' for a, b in OFFLINE_CLASSES[figure])}")
-    src = [i for i, _ in pairs]
-    tgt = [j for _, j in pairs]
-    targets = data.test_x[tgt]
-    mirrored = _MIRRORED[figure]
-    if mirrored:
-        targets = mirror(targets)
-        rule += ", targets mirrored left to right"
-    return ExamplePairs(sources=data.test_x[src].clone(), targets=targets.clone(),
-                        source_index=tuple(src), target_index=tuple(tgt),
-                        source_label=tuple(data.test_y[src].tolist()),
-                        target_label=tuple(data.test_y[tgt].tolist()), mirrored=mirrored,
-                        rule=rule)
+__all__ = ["Transition", "classes_visited", "entropy", "interpolation_gap", "kernel_fraction",
+           "linear_interpolation", "path_summary", "plateau_change", "segment_distance",
+           "settling_step", "transitions"]
 
 
 def linear_interpolation(source: torch.Tensor, target: torch.Tensor, frames: int) -> torch.Tensor:
@@ -255,7 +142,7 @@ def kernel_fraction(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> 
     the way to the target is made of noise directions.
 
     Args:
-        model: the classifier.
+        model: the classifier; it runs in eval mode (its modes are restored).
         x: `(B, *shape)` current points (e.g. ``PathResult.final``).
         target: `(B, *shape)` targets.
 
@@ -264,7 +151,8 @@ def kernel_fraction(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> 
 
     Paper: Proposition 2.1 (``ker G = D_x^perp``), Algorithm 4.1.
     """
-    J, log_p = log_prob_jacobian(model, x)
+    with eval_mode(model):
+        J, log_p = log_prob_jacobian(model, x)
     d = (target - x).flatten(1)
     return project_kernel(J, d, log_p).norm(dim=1) / d.norm(dim=1).clamp_min(1e-30)
 

@@ -1,0 +1,49 @@
+"""Unit tests of leafkit.tables: Table 1 against its closed form, and the text/HTML table."""
+
+import pytest
+import torch
+
+from leafkit import tables
+
+
+def test_memory_table_matches_closed_form():
+    table = tables.memory_table()
+    mnist = table.rows[0]
+    assert (mnist["n"], mnist["C"], mnist["rank bound C-1"]) == (784, 10, 9)
+    assert mnist["dense G"] == 784 * 784 * 4 and mnist["factored (J, p)"] == (10 * 784 + 10) * 4
+    assert table.column("n") == [784, 3072, 3072, 150528]
+    assert table.column("data set") == list(tables.DATASET_SHAPES)
+    double = tables.memory_table({"toy": ((2, 3), 4)}, dtype=torch.float64).rows[0]
+    assert double["dense G"] == 36 * 8 and double["factored (J, p)"] == (4 * 6 + 4) * 8
+    assert double["dense / factored"] == pytest.approx(36 / 28)
+
+
+def test_memory_table_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="C >= 2"):
+        tables.memory_table({"bad": ((3,), 1)})
+    with pytest.raises(ValueError, match="non-empty input shape"):
+        tables.memory_table({"bad": ((), 10)})
+
+
+def test_table_renders_shown_columns_only():
+    table = tables.Table([{"a": 1.23456, "b": "x", "hidden": torch.zeros(3)}],
+                         columns=["a", "b"], formats={"a": ".2f"})
+    text, page = str(table), table._repr_html_()
+    assert text.splitlines() == ["a     b", "----  -", "1.23  x"]
+    assert "hidden" not in text
+    assert page == ("<table><thead><tr><th>a</th><th>b</th></tr></thead>"
+                    "<tbody><tr><td>1.23</td><td>x</td></tr></tbody></table>")
+    assert table.column("hidden")[0].shape == (3,) and len(table) == 1
+    assert list(table) == table.rows
+
+
+def test_table_escapes_html_and_calls_format_functions():
+    table = tables.Table([{"name": "<b>", "size": 2_000}], formats={"size": tables.format_bytes})
+    assert "<td>&lt;b&gt;</td><td>2 kB</td>" in table._repr_html_()
+
+
+def test_format_bytes():
+    assert tables.format_bytes(999) == "999 B"
+    assert tables.format_bytes(2_458_624) == "2.46 MB"
+    assert tables.format_bytes(90.6e9) == "90.6 GB"
+    assert tables.format_bytes(3e15) == "3e+03 TB"
