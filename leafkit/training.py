@@ -217,13 +217,13 @@ def train(model_config: dict, train_x: torch.Tensor, train_y: torch.Tensor, *, s
               else hook_key or f"{getattr(hook, '__qualname__', repr(hook))} (not cached)")
         if hook else None,
         hook_every=int(hook_every) if hook else 0)
-    path = checkpoint_path(config)
-    if cache and path.exists():
+    path = checkpoint_path(config) if cache else None
+    if path is not None and path.exists():
         return load_checkpoint(path, config)
     result = _run_sgd(config, train_x, train_y, hook, device, progress)
     _check_finite(result.checkpoints, "training produced", "the run diverged: lower lr "
                   f"(lr={config.lr}) or check the data; nothing was cached")
-    if cache:
+    if path is not None:
         save_checkpoint(path, result)
     return result
 
@@ -240,6 +240,7 @@ def save_checkpoint(path: Path, result: TrainResult) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from its other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
