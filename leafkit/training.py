@@ -280,7 +280,7 @@ def load_checkpoint(path: Path, config: TrainConfig) -> TrainResult:
         try:
             build_model(config.model).load_state_dict(state, strict=True)
         except RuntimeError as err:
-            detail = " ".join(str(err).split("\n", 1)[-1].split())
+            detail = " ".join(str(err).split("\n", 1)[-1].split()).rstrip(".")
             raise refuse(f"does not fit the model {config.model} at step {step}: {detail}") from err
     try:
         _check_finite(checkpoints, "holds", "")
