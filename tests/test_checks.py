@@ -12,16 +12,9 @@ from leafkit import MLP, MnistCNN
 from leafkit.checks import check_batch
 from leafkit.fisher import local_fisher_matrix
 from leafkit.frobenius import involutivity_residual
-from leafkit.geometry import (
-    kl_divergence,
-    local_data_matrix,
-    local_data_matrix_from_jacobian,
-    local_data_spectrum,
-    local_data_trace,
-    local_data_trace_from_jacobian,
-    log_prob_jacobian,
-    score_jacobian,
-)
+from leafkit.geometry import (kl_divergence, local_data_matrix, local_data_matrix_from_jacobian,
+                              local_data_spectrum, local_data_trace,
+                              local_data_trace_from_jacobian, log_prob_jacobian, score_jacobian)
 from leafkit.paths import horizontal_direction, horizontal_path, vertical_path
 from leafkit.projection import project_kernel, project_tangent, tangent_basis
 
