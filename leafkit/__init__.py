@@ -20,21 +20,21 @@ from .training import (CheckpointError, TrainResult, accuracy, reference_model, 
                        steps_for_epochs, train)
 
 # geometry of G (eqs. 2.4-2.5, 3.2-3.3), projections, brackets (eq. 3.5), paths (Alg. 4.1)
-from .geometry import (check_batch, check_scores, kl_divergence, local_data_matrix,
+from .checks import check_batch, check_jacobian, check_model, check_scores, eval_mode
+from .geometry import (kl_divergence, kl_from_scores, local_data_matrix,
                        local_data_matrix_from_jacobian, local_data_spectrum, local_data_trace,
-                       local_data_trace_from_jacobian,
-                       local_fisher_matrix, log_prob_jacobian, log_prob_parameter_jacobian,
-                       score_jacobian)
+                       local_data_trace_from_jacobian, log_prob_jacobian,
+                       log_prob_jacobian_from_scores, numerical_rank, score_jacobian)
+from .fisher import local_fisher_matrix, log_prob_parameter_jacobian
 from .projection import default_rtol, project_kernel, project_tangent, tangent_basis
 from .frobenius import (involutivity_residual, lie_brackets, log_prob_hessian_vector_products,
-                        parameter_involutivity_residual, parameter_lie_brackets)
-from .paths import (PROJECTIONS, PathResult, horizontal_direction, horizontal_path,
+                        parameter_involutivity_residual, parameter_lie_brackets,
+                        score_hessian_vector_products)
+from .paths import (PROJECTIONS, PathResult, WalkOptions, horizontal_direction, horizontal_path,
                     vertical_path)
 
 # theory chapters (Sections 2-3): Table 1, the KL expansions, linear regions, plane fields, the
-# survey (numerical_rank and score_hessian_vector_products, once theory's, stay top-level names)
-from .geometry import numerical_rank
-from .frobenius import score_hessian_vector_products
+# involutivity survey
 from .tables import DATASET_SHAPES, Table, format_bytes, memory_table
 from .expansions import kl_second_order, parameter_kl_second_order
 from .regions import (activation_patterns, count_maxpool_ties, principal_angles,
