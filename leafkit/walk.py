@@ -215,7 +215,7 @@ class _Walk:
     def _check(self, t: int, dist: Tensor, arrived_now: Tensor | None, bar) -> bool:
         """The periodic check (one host-device sync); returns whether the walk ends now."""
         bad_p = (torch.zeros((), device=dist.device) if self.log_p is None
-                 else (~torch.isfinite(self.log_p.index_select(0, self.idx))).sum())
+                 else (~torch.isfinite(self.log_p.index_select(0, self.idx))).any(1).sum())
         n_active, n_arrived, d_min, bad_d, bad_p = torch.stack(
             [self.active.sum().to(dist.dtype), (self.code == _ARRIVED).sum().to(dist.dtype),
              dist.min(), (~torch.isfinite(dist)).sum().to(dist.dtype),
