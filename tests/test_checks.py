@@ -240,7 +240,8 @@ def test_model_output_turning_nan_mid_path_is_reported_with_its_step():
     torch.manual_seed(0)
     model = TurnsNaN(radius=2.0)
     x = torch.zeros(2, 12)
-    message = r"output \(log-probabilities\) of 2 path\(s\) became NaN or inf by step 8 of the vertical"
+    message = (r"output \(log-probabilities\) of 2 path\(s\) became NaN or inf by step 8 "
+               r"of the vertical")
     with pytest.raises(FloatingPointError, match=message):
         vertical_path(model, x, steps=500, step_size=0.5, check_every=4, progress=False)
     with pytest.raises(FloatingPointError, match="at the end of the vertical paths"):
