@@ -6,9 +6,10 @@ unless asked for explicitly with a small ``n`` (:func:`local_data_matrix`).
 
 Gradients in ``x`` are taken as gradients of batch sums, which are per-sample gradients only when
 the model treats samples independently, so every function here runs the model in eval mode
-(:func:`leafkit.checks.eval_mode`; BatchNorm in train mode mixes the samples of a batch) and restores its mode.
-Inputs are checked once, at the public functions (:mod:`leafkit.checks`); the private kernels that step loops call take
-tensors as they are. Model parameters never receive gradients, and results carry no graph.
+(:func:`leafkit.checks.eval_mode`; BatchNorm in train mode mixes the samples of a batch) and
+restores its mode. Inputs are checked once, at the public functions (:mod:`leafkit.checks`); the
+private kernels that step loops call take tensors as they are. Model parameters never receive
+gradients, and results carry no graph.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ def score_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     """Jacobian in ``x`` of the model output ``s(x, w)``, per sample.
 
     Row ``k`` is the gradient of ``s_k`` summed over the batch, which is the per-sample gradient
-    because samples are independent: the model runs in eval mode (:func:`leafkit.checks.eval_mode`), so BatchNorm
-    uses its running statistics (and leaves them alone) and Dropout is off. Parameters get no
-    gradients.
+    because samples are independent: the model runs in eval mode
+    (:func:`leafkit.checks.eval_mode`), so BatchNorm uses its running statistics (and leaves them
+    alone) and Dropout is off. Parameters get no gradients.
 
     Args:
         model: a classifier returning ``(B, C)``, with the dtype and device of ``x``.
@@ -158,7 +159,8 @@ def local_data_matrix_from_jacobian(J: Tensor, log_p: Tensor, *,
         ``G`` of shape ``(B, n, n)``.
 
     Raises:
-        ValueError: ``n > max_n``, or ``J``/``log_p`` rejected by :func:`leafkit.checks.check_jacobian`.
+        ValueError: ``n > max_n``, or ``J``/``log_p`` rejected by
+            :func:`leafkit.checks.check_jacobian`.
 
     Paper: eq. (2.5).
     """
