@@ -23,8 +23,8 @@ from .checks import _scores, check_batch, check_jacobian, check_model, eval_mode
 from .geometry import kl_from_scores
 from .projection import _project_tangent, _tangent_basis
 
-__all__ = ["DIRECTIONS", "StepResponse", "attack_directions", "fgsm", "step_response",
-           "tangent_share"]
+__all__ = ["DIRECTIONS", "StepResponse", "attack_directions", "fgsm", "plot_step_response",
+           "step_response", "tangent_share"]
 
 DIRECTIONS = ("gradient", "fgsm", "projected_fgsm", "random")
 
@@ -192,6 +192,33 @@ def step_response(model: nn.Module, x: Tensor, directions: Mapping[str, Tensor],
             changed[name] = (s.argmax(-1) != s0.argmax(-1, keepdim=True)).cpu()
             kl[name] = kl_from_scores(s.flatten(0, 1), s0.repeat_interleave(T, 0)).view(B, T).cpu()
     return StepResponse(distances=distances.cpu(), changed=changed, kl=kl)
+
+
+def plot_step_response(response: StepResponse, labels: Mapping[str, str] | None = None):
+    """Two panels against the step length: the share of samples whose class changed, and the
+    median ``KL(p(x + t u) || p(x))`` (log scale), one line a direction.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    labels = dict(labels or {})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    t = response.distances.numpy()
+    for name in response.changed:
+        label = labels.get(name, name)
+        ax1.plot(t, response.flip_rate(name).numpy(), marker="o", ms=3, label=label)
+        ax2.semilogy(t, response.kl[name].median(0).values.clamp_min(1e-12).numpy(), marker="o",
+                     ms=3, label=label)
+    ax1.set(xlabel="distance moved ||t u||", ylabel="share of images whose class changed",
+            ylim=(-0.02, 1.02))
+    ax2.set(xlabel="distance moved ||t u||", ylabel="median KL(p(x + t u) || p(x))")
+    ax1.legend(fontsize=8)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def _labels(labels: Tensor | None, log_p: Tensor) -> Tensor:

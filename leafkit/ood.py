@@ -211,7 +211,8 @@ def auc_table(reference: OODScores, others: Mapping[str, OODScores], *,
 
     Returns:
         A :class:`~leafkit.tables.Table`, one row a set: ``set``, ``n`` (its size) and, per
-        score, ``(auc, low, high)`` shown as ``0.97 [0.95, 0.98]``.
+        score, ``(auc, low, high)`` shown as ``0.97 [0.95, 0.98]``; ``best``: the score with
+        the highest AUC (a point estimate: look at the intervals before calling it a win).
     """
     unknown = [s for s in scores if s not in SCORES]
     if unknown:
@@ -222,12 +223,13 @@ def auc_table(reference: OODScores, others: Mapping[str, OODScores], *,
         for k, score in enumerate(scores):
             row[score] = bootstrap_auc(reference.oodness(score), other.oodness(score),
                                        n_boot=n_boot, seed=seed + k)
+        row["best"] = max(scores, key=lambda name: row[name][0])
         rows.append(row)
 
     def show(v):
         return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
-    return Table(rows, formats={s: show for s in scores})
+    return Table(rows, columns=["set", "n", *scores, "best"], formats={s: show for s in scores})
 
 
 def noise_images(kind: str, n: int, shape: tuple[int, ...] = (1, 28, 28), *, seed: int = 0,

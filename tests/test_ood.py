@@ -152,6 +152,7 @@ def test_auc_table_rows():
     assert table.column("set") == ["far", "same"] and table.column("n") == [100, 100]
     far, same = table.column("trace")
     assert far[0] > 0.99 and abs(same[0] - 0.5) < 0.15
+    assert table.column("best")[0] in SCORES
     assert "[" in str(table) and "<table>" in table._repr_html_()
     with pytest.raises(ValueError, match="unknown scores"):
         auc_table(fake(0, 5), {}, scores=("entropy",))
