@@ -28,8 +28,8 @@ from .geometry import _score_jacobian, log_prob_jacobian_from_scores
 from .projection import _orthonormal_columns, _project_tangent, _tangent_basis
 from .walk import STOP_REASONS, PathResult, StopRule, WalkOptions, walk
 
-__all__ = ["PROJECTIONS", "STOP_REASONS", "PathResult", "WalkOptions", "horizontal_direction",
-           "horizontal_path", "vertical_path"]
+# PathResult, WalkOptions and STOP_REASONS live in leafkit.walk (imported here for convenience)
+__all__ = ["PROJECTIONS", "horizontal_direction", "horizontal_path", "vertical_path"]
 
 Projection = Literal["exact", "authors", "scores", "random"]
 PROJECTIONS: tuple[str, ...] = ("exact", "authors", "scores", "random")
