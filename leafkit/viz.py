@@ -31,7 +31,7 @@ def show_images(images: torch.Tensor, titles: Sequence[str] | None = None, *, nc
     Returns:
         The matplotlib figure.
     """
-    images = denormalize(images.detach().cpu().reshape(len(images), 28, 28))
+    images = denormalize(images.detach().cpu().reshape(len(images), 28, 28)).numpy()
     n = len(images)
     nrows = max(1, -(-n // ncols))
     ncols = min(ncols, n)
