@@ -227,9 +227,8 @@ def vertical_path(model: nn.Module, x: Tensor, direction: Tensor | None = None, 
 
     def rule(xs: Tensor, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         J, log_p = log_prob_jacobian_from_scores(*_score_jacobian(model, xs))
-        u = u0.index_select(0, idx)
-        flat = _is_flat(J)[:, None]  # J = 0: ker G is all of R^n
-        u = torch.where(flat, u, u - _project_tangent(_tangent_basis(J, log_p), u))
+        u = u0.index_select(0, idx)  # where J = 0 the basis is zero and ker G all of R^n
+        u = u - _project_tangent(_tangent_basis(J, log_p), u)
         return u, log_p, torch.ones_like(log_p[:, 0])
 
     return walk(model, x, rule, lambda xt: (xt.flatten(1) - start).norm(dim=1),
