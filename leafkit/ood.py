@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from .checks import check_batch
 from .data import pixel_bounds
-from .geometry import log_prob_jacobian_from_scores, score_jacobian
+from .geometry import _trace, log_prob_jacobian_from_scores, score_jacobian
 from .tables import Table
 
 __all__ = ["NOISE_KINDS", "SCORES", "OODScores", "auc_table", "bootstrap_auc", "energy_score",
@@ -146,7 +146,7 @@ def ood_scores(model: nn.Module, x: Tensor, *, batch_size: int = 250) -> OODScor
     for chunk in x.split(batch_size):
         Js, s = score_jacobian(model, chunk)
         J, log_p = log_prob_jacobian_from_scores(Js, s)
-        trace = torch.einsum("bc,bc->b", log_p.exp(), J.square().sum(-1))
+        trace = _trace(J, log_p)
         parts.append(OODScores(trace=trace.cpu(), max_softmax=max_softmax(s).cpu(),
                                energy=energy_score(s).cpu(), leaf_margin=leaf_margin(J, log_p).cpu(),
                                predicted=log_p.argmax(1).cpu()))

@@ -193,7 +193,7 @@ def settling_step(points: torch.Tensor, target: torch.Tensor, record_steps: torc
     change = (r - r[:, -1:]).norm(dim=-1) / r[:, -1].norm(dim=-1, keepdim=True).clamp_min(1e-30)
     above = change > rtol  # (B, K)
     # index of the last recorded point still above rtol, then the next one
-    last_above = torch.where(above, torch.arange(above.shape[1]), -1).amax(dim=1)
+    last_above = torch.where(above, torch.arange(above.shape[1], device=above.device), -1).amax(dim=1)
     first_settled = (last_above + 1).clamp(max=above.shape[1] - 1)
     return record_steps[first_settled], change
 

@@ -77,9 +77,9 @@ def _tangent_basis(J: Tensor, log_p: Tensor | None, method: str = "qr",
         else:
             drop = log_p.argmax(-1)
         B, C, n = J.shape
-        keep = torch.ones(B, C, dtype=torch.bool, device=J.device)
-        keep[torch.arange(B, device=J.device), drop] = False
-        return _orthonormal_columns(J[keep].view(B, C - 1, n).mT, rtol)
+        rows = torch.arange(C - 1, device=J.device).expand(B, -1)
+        rows = rows + (rows >= drop[:, None])  # the C - 1 other rows, in order (a gather, no sync)
+        return _orthonormal_columns(J.gather(1, rows[..., None].expand(-1, -1, n)).mT, rtol)
     if method == "svd":
         _, S, Vh = torch.linalg.svd(J, full_matrices=False)
         kept = S > (default_rtol(J.dtype) if rtol is None else rtol) * S[:, :1]

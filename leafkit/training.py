@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -208,6 +209,9 @@ def train(model_config: dict, train_x: torch.Tensor, train_y: torch.Tensor, *, s
     if steps <= 0 or any(not 0 <= s <= steps for s in checkpoint_steps):
         raise ValueError(f"need steps > 0 and checkpoint steps within [0, {steps}], got "
                          f"steps={steps}, checkpoint_steps={list(checkpoint_steps)}")
+    if batch_size < 1 or (hook is not None and hook_every < 1):
+        raise ValueError(f"batch_size must be at least 1 (got {batch_size}) and, with a hook, "
+                         f"hook_every at least 1 (got {hook_every})")
     config = TrainConfig(
         model=dict(model_config), steps=int(steps),
         checkpoint_steps=tuple(sorted({int(s) for s in (*checkpoint_steps, steps)})),
@@ -342,9 +346,16 @@ def _run_sgd(config: TrainConfig, train_x, train_y, hook, device, progress) -> T
 
 
 def _plain(value):
-    """Log values as plain Python numbers/lists so the cache loads with ``weights_only=True``."""
+    """Log values as plain Python numbers/lists so the cache loads with ``weights_only=True``:
+    tensors and NumPy values become numbers or lists, inside lists and dicts too."""
     if isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else value.detach().cpu().tolist()
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     return value
 
 

@@ -14,6 +14,7 @@ Paper: Algorithm 4.1 (the step ``x_t = x_{t-1} + alpha v / ||v||``), Section 4.2
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -115,6 +116,10 @@ class WalkOptions:
     stop: StopRule | None = None
 
     def __post_init__(self) -> None:
+        for name in ("max_steps", "record_every", "check_every"):  # 3.0 -> 3, after the checks
+            value = getattr(self, name)
+            if _is_whole(value):
+                object.__setattr__(self, name, int(value))
         if not _is_number(self.step_size) or not (0 < self.step_size < math.inf):
             raise ValueError(f"step_size must be a finite positive number, got {self.step_size!r}")
         if not _is_whole(self.max_steps) or self.max_steps < 0:
@@ -140,7 +145,7 @@ class WalkOptions:
 
 
 def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def _is_whole(v: object) -> bool:

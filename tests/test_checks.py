@@ -256,3 +256,11 @@ def test_stop_rule_may_return_a_one_element_tensor_but_nothing_else(pair):
         horizontal_path(*pair, stop=lambda t, d: d < 1, **kw)
     with pytest.raises(TypeError, match="must return True or False, got int"):
         horizontal_path(*pair, stop=lambda t, d: 1, **kw)
+
+
+def test_whole_numbers_of_any_type_count_as_step_counts(pair):
+    import numpy as np
+
+    result = horizontal_path(*pair, max_steps=3.0, tol=None, check_every=np.int64(2),
+                             progress=False)
+    assert result.steps_taken.tolist() == [3, 3, 3] and result.distance.shape == (3, 4)

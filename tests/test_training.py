@@ -208,3 +208,21 @@ def test_the_training_loop_has_no_device_literals():
     assert ".cuda()" not in source
     loop = inspect.getsource(training._run_sgd).split("for step in tqdm")[1]
     assert ".to(device)" not in loop.replace("torch.randperm(n, generator=gen).to(device)", "")
+
+
+def test_empty_batches_and_a_zero_hook_interval_are_refused(cache_tmp):
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    with pytest.raises(ValueError, match="batch_size must be at least 1 \\(got 0\\)"):
+        training.train(leafkit.MLP(4, (5,), 3).config, x, y, steps=2, batch_size=0)
+    with pytest.raises(ValueError, match="hook_every at least 1 \\(got 0\\)"):
+        training.train(leafkit.MLP(4, (5,), 3).config, x, y, steps=2, hook=len, hook_every=0,
+                       cache=False)
+
+
+def test_numpy_values_in_a_hook_log_are_stored_as_plain_numbers():
+    import numpy as np
+
+    logged = training._plain({"a": np.float64(0.5), "b": [np.int64(2), torch.tensor(3.0)],
+                              "c": np.arange(2)})
+    assert logged == {"a": 0.5, "b": [2, 3.0], "c": [0, 1]}
+    assert type(logged["a"]) is float and type(logged["b"][0]) is int
