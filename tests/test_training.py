@@ -93,9 +93,16 @@ def test_mismatched_checkpoint_is_rejected(small_data, cache_tmp):
         run(small_data)
 
 
-def test_reference_run_uses_ten_epochs():
+def test_reference_run_uses_ten_epochs(monkeypatch):
     assert leafkit.steps_for_epochs(10, 60000) == 10000
     assert leafkit.steps_for_epochs(10, 4000) == 667
+    seen = {}
+    monkeypatch.setattr(training, "train",
+                        lambda config, x, y, **kw: seen.update(kw, config=config))
+    for n, steps in ((60000, 10000), (4000, 667)):
+        data = types.SimpleNamespace(train_x=torch.zeros(n, 1), train_y=torch.zeros(n))
+        training.reference_run(data, progress=False)
+        assert seen["steps"] == steps and seen["config"] == leafkit.MnistCNN().config
 
 
 def test_bad_training_arguments(small_data):
