@@ -276,7 +276,7 @@ def path_explorer(model: nn.Module, data, *, source: int = 0, target: int | None
     """
     import ipywidgets as w
 
-    from .paths import PROJECTIONS, horizontal_path
+    from .paths import PROJECTIONS, _check_projection, horizontal_path
 
     n_test = len(data.test_x)
     _check_range("source", source, 0, n_test, high_open=True)
@@ -286,8 +286,7 @@ def path_explorer(model: nn.Module, data, *, source: int = 0, target: int | None
     _check_record_every(record_every)
     _check_range("step_size", step_size, *STEP_SIZE_RANGE)
     _check_range("max_steps", max_steps, record_every, MAX_PATH_STEPS)
-    if projection not in PROJECTIONS:
-        raise ValueError(f"unknown projection {projection!r}; choose one of {PROJECTIONS}")
+    _check_projection(projection)
     bounds = pixel_bounds() if bounds is None else bounds
     style = {"description_width": "initial"}
     small = w.Layout(width="170px")
