@@ -38,3 +38,19 @@ def test_bad_arguments_name_the_problem():
         leafkit.MLP(6)(torch.zeros(2, 5))
     with pytest.raises(ValueError, match="unknown architecture"):
         leafkit.build_model({"arch": "resnet"})
+
+
+def test_dropout_acts_in_training_only_and_survives_a_rebuild():
+    MnistCNN, build_model = leafkit.MnistCNN, leafkit.build_model
+    torch.manual_seed(0)
+    model = MnistCNN(dropout=True)
+    x = torch.rand(4, 1, 28, 28)
+    model.train()
+    assert not torch.equal(model(x), model(x))  # two dropout masks
+    model.eval()
+    plain = build_model({k: v for k, v in model.config.items() if k != "dropout"})
+    plain.load_state_dict(model.state_dict())  # same weights: dropout layers own none
+    plain.eval()
+    torch.testing.assert_close(model(x), plain(x), rtol=0, atol=0)
+    assert isinstance(build_model(model.config).drop2, torch.nn.Dropout)
+    assert "dropout" not in MnistCNN().config  # the reference checkpoint's key is unchanged
