@@ -15,7 +15,7 @@ except _metadata.PackageNotFoundError:  # a source tree that was never installed
 from .cache import cache_dir, default_device
 from .data import MNISTData, denormalize, load_mnist, normalize, pixel_bounds
 from .models import MLP, MnistCNN, activation, build_model
-from .reproducibility import environment_summary, seed_everything
+from .reproducibility import VERDICTS, environment_summary, report_claim, seed_everything
 from .training import (CheckpointError, TrainResult, accuracy, reference_model, reference_run,
                        steps_for_epochs, train)
 
