@@ -97,7 +97,23 @@ def _score_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     return _score_jacobian_rows(s, xg)
 
 
+def _log_prob_jacobian_direct(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(J, log_p)`` by ``C`` backward passes through ``log_softmax`` itself (the route of the
+    authors' code, whose network ends in ``log_softmax``), not by eq. (3.7) from the score
+    Jacobian. Equal in exact arithmetic, the two differ in rounding, and the rounding matters
+    where ``J``'s rank-deficiency is solved as if it were full rank (``projection="authors"`` of
+    :func:`leafkit.paths.horizontal_path`): the row of the most likely class, nearly zero at a
+    confident point, is computed here from ``1 - fl(p_max)``. Unchecked, like
+    :func:`_score_jacobian` (no mode switch, no host-device sync)."""
+    xg = x.detach().requires_grad_()
+    with torch.enable_grad():
+        log_p = torch.log_softmax(model(xg), dim=1)
+    return _score_jacobian_rows(log_p, xg)
+
+
 def _score_jacobian_rows(s: Tensor, xg: Tensor) -> tuple[Tensor, Tensor]:
+    """``(Jac_xg s, s)`` for any batched output ``s`` `(B, C)` of ``xg``: one backward per
+    column over the whole batch, parameters untouched."""
     # C backward passes over the whole batch beat torch.func's vmap(jacrev) on this 2-core CPU
     # (MnistCNN, float32, seconds per call). Idle machine, 2 threads: B=1 0.0030 vs 0.0030 (tie),
     # B=32 0.046 vs 0.12-0.16, B=128 0.20 vs 0.71; autograd.grad(is_grads_batched=True) 0.075 and

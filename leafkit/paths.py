@@ -8,7 +8,8 @@ direction projected onto ``ker G(x) = D_x^perp``, where the model's prediction d
 second order.
 
 Both kinds share one step loop (:func:`leafkit.walk.walk`) and one Jacobian route: the ``C``
-backward passes of the score Jacobian, from which ``J`` follows by eq. (3.7). Inputs are checked
+backward passes of the score Jacobian, from which ``J`` follows by eq. (3.7); only the
+``"authors"`` projection takes ``J`` by backward through ``log_softmax``, as their code does. Inputs are checked
 once here; the loop makes no host-device synchronisation except its periodic checks. Everything
 follows the device and dtype of the inputs; results are copied to the CPU once, at the end.
 
@@ -24,8 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from .checks import _scores, check_batch, check_model, eval_mode
-from .geometry import _score_jacobian, log_prob_jacobian_from_scores
-from .projection import _orthonormal_columns, _project_tangent, _tangent_basis
+from .geometry import _log_prob_jacobian_direct, _score_jacobian, log_prob_jacobian_from_scores
+from .projection import _full_rank_basis, _orthonormal_columns, _project_tangent, _tangent_basis
 from .walk import STOP_REASONS, PathResult, StopRule, WalkOptions, walk
 
 # PathResult, WalkOptions and STOP_REASONS live in leafkit.walk (imported here for convenience)
@@ -90,18 +91,23 @@ def horizontal_path(model: nn.Module, source: Tensor, target: Tensor, *,
     * ``"exact"`` (default): ``D_x`` itself, through an orthonormal basis of rank ``C - 1``
       (:func:`leafkit.projection.tangent_basis`, QR after dropping the most likely class's row,
       which is a combination of the others since ``sum_i p_i g_i = 0``, eq. 2.9).
-    * ``"authors"``: what the authors' code computes. It projects onto the span of all ``C``
-      normalized gradients ``g_i / ||g_i||`` by least squares, which on CUDA (``gels`` driver,
-      QR without pivoting) treats the `(n, C)` matrix as full rank although its rank is
-      ``C - 1``: its last singular value is rounding error (about ``1e-7`` of the first in
-      float32). The least-squares projection then equals ``Q Q^T d`` with ``Q`` `(n, C)` from the
-      QR of that matrix, and ``Q``'s last column is a unit vector made of rounding error,
-      orthogonal to ``D_x``, i.e. a pseudo-random direction in ``ker G``. Implemented exactly
-      so: ``torch.linalg.qr`` of the normalized matrix, ``v = Q Q^T d`` (a zero gradient column,
-      as for the most likely class of a saturated softmax, is left at zero instead of dividing
-      by zero). It differs from ``"exact"`` only by a component orthogonal to ``D_x``; being
-      made of rounding error, that component changes with the batch size, the device and the
-      library version, so such paths are not reproducible bit for bit.
+    * ``"authors"``: what the authors' code computes (torch 1.7, ``torch.lstsq``). Their network
+      ends in ``log_softmax``; they take ``J`` by one backward per class through it, normalize
+      the ``C`` gradient columns and solve least squares on all ``C`` with ``gels`` (QR without
+      pivoting), which treats the `(n, C)` matrix as full rank although its rank is ``C - 1``
+      (eq. 2.9). Computed here the same way: ``J`` by backward through ``log_softmax`` (only for
+      these paths; the others share the score Jacobian), columns normalized (a zero column is
+      left at zero), ``Q`` from ``torch.linalg.qr`` (unpivoted Householder QR, as ``gels``),
+      ``v = Q Q^T d``. ``Q``'s last column is a unit vector orthogonal to ``D_x`` made of
+      rounding error, but not a random one: at confident points (``1 - p_max <= 3e-4``) it is
+      almost exactly the direction that raises all scores equally (``J_s^T 1`` off ``D_x``,
+      measured |cos| near 1 by :mod:`leafkit.authors`), because the most likely class's row
+      ``g_max = sum_{i != max} p_i (g_s,max - g_s,i)`` is computed from ``1 - fl(p_max)``;
+      elsewhere it is rounding noise. Such paths depend on the route of ``J``, the batch, the
+      device and the library (a different order of operations gives a different tenth
+      direction), so they are not reproducible bit for bit across machines. (The authors
+      multiply ``J`` by the ``gels`` coefficients, which equals ``Q Q^T d`` in exact arithmetic
+      but adds a rounding term of its own; :func:`leafkit.authors.lstsq_projection` measures it.)
     * ``"scores"``: the row space of ``Jac_x s`` for the raw scores ``s`` (rank ``C``), which
       adds to ``D_x`` the direction that shifts all scores equally.
     * ``"random"``: a control for ``"authors"``: ``D_x`` plus, at each step, one fresh uniformly
@@ -110,7 +116,8 @@ def horizontal_path(model: nn.Module, source: Tensor, target: Tensor, *,
       ``torch.Generator`` on the inputs' device seeded with ``seed``.
 
     A sequence of ``B`` names gives each path its own projection: the paths still share one
-    Jacobian per step, so comparing projections on the same pairs costs one batched run.
+    batched Jacobian per step (one for the ``"authors"`` paths, one for all others), so
+    comparing projections on the same pairs costs one batched run.
 
     Args:
         model: classifier returning raw scores `(B, C)` for inputs `(B, *input_shape)`.
@@ -260,9 +267,34 @@ def _group_positions(names: list[str], device: torch.device) -> list[tuple[str, 
 
 def _direction(model: nn.Module, x: Tensor, d: Tensor, plan: list[tuple[str, Tensor]],
                generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """`(b, n)` projection of ``d`` `(b, n)` and `(b, C)` ``log p`` at ``x``: one score Jacobian,
-    shared by the groups of rows of ``plan`` (``[(name, positions)]``, see
-    :func:`_group_positions`), each with its own projection."""
+    """`(b, n)` projection of ``d`` `(b, n)` and `(b, C)` ``log p`` at ``x``, for the groups of
+    rows of ``plan`` (``[(name, positions)]``, see :func:`_group_positions`). The ``"authors"``
+    rows get ``J`` by backward through ``log_softmax`` (their code's route); all other rows
+    share one score Jacobian, from which ``J`` follows by eq. (3.7)."""
+    if len(plan) == 1:
+        return _direction_of_group(model, x, d, plan, generator)
+    v, log_p = torch.empty_like(d), None
+    groups = [[g for g in plan if g[0] == "authors"], [g for g in plan if g[0] != "authors"]]
+    for group in filter(None, groups):
+        pos = torch.cat([p for _, p in group])
+        offsets, start = [], 0  # each name's rows, now contiguous within the group
+        for name, p in group:
+            offsets.append((name, torch.arange(start, start + len(p), device=d.device)))
+            start += len(p)
+        v_g, log_p_g = _direction_of_group(model, x[pos], d[pos], offsets, generator)
+        v[pos] = v_g
+        if log_p is None:
+            log_p = log_p_g.new_empty(len(d), log_p_g.shape[1])
+        log_p[pos] = log_p_g
+    return v, log_p
+
+
+def _direction_of_group(model: nn.Module, x: Tensor, d: Tensor, plan: list[tuple[str, Tensor]],
+                        generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """:func:`_direction` for a plan that is all ``"authors"`` or holds no ``"authors"``."""
+    if plan[0][0] == "authors":
+        J, log_p = _log_prob_jacobian_direct(model, x)
+        return _zero_where_flat(_project_tangent(_full_rank_basis(J), d), J), log_p
     Js, s = _score_jacobian(model, x)
     J, log_p = log_prob_jacobian_from_scores(Js, s)
     if len(plan) == 1:
@@ -275,23 +307,18 @@ def _direction(model: nn.Module, x: Tensor, d: Tensor, plan: list[tuple[str, Ten
 
 def _project(Js: Tensor, J: Tensor, log_p: Tensor, d: Tensor, projection: str,
              generator: torch.Generator | None) -> Tensor:
-    """`(b, n)` projection of ``d`` for ``projection``, from the score Jacobian ``Js`` and
-    ``J = Jac_x log p``, both `(b, C, n)`."""
+    """`(b, n)` projection of ``d`` for ``projection`` (not ``"authors"``), from the score
+    Jacobian ``Js`` and ``J = Jac_x log p``, both `(b, C, n)`."""
     if projection == "scores":
         v = _project_tangent(_orthonormal_columns(Js.mT), d)  # the C score gradients
         return _zero_where_flat(v, Js)
-    if projection == "authors":
-        cols = J.mT  # (b, n, C)
-        norms = cols.norm(dim=1, keepdim=True)
-        v = _project_tangent(torch.linalg.qr(cols / torch.where(norms > 0, norms, 1.0)).Q, d)
-    else:
-        basis = _tangent_basis(J, log_p)  # (b, n, C - 1)
-        v = _project_tangent(basis, d)
-        if projection == "random":
-            r = torch.randn(d.shape, generator=generator, device=d.device, dtype=d.dtype)
-            r = r - _project_tangent(basis, r)
-            r = r / r.norm(dim=1, keepdim=True)
-            v = v + (r * d).sum(dim=1, keepdim=True) * r
+    basis = _tangent_basis(J, log_p)  # (b, n, C - 1)
+    v = _project_tangent(basis, d)
+    if projection == "random":
+        r = torch.randn(d.shape, generator=generator, device=d.device, dtype=d.dtype)
+        r = r - _project_tangent(basis, r)
+        r = r / r.norm(dim=1, keepdim=True)
+        v = v + (r * d).sum(dim=1, keepdim=True) * r
     return _zero_where_flat(v, J)
 
 

@@ -98,6 +98,23 @@ def _orthonormal_columns(A: Tensor, rtol: float | None = None) -> Tensor:
     return Q * (diag > cut).unsqueeze(-2)
 
 
+def _full_rank_basis(J: Tensor) -> Tensor:
+    """``Q`` `(B, n, C)` of the unpivoted QR of the normalized gradient columns
+    ``g_i / ||g_i||`` of ``J`` `(B, C, n)`: what a least-squares solve that assumes full rank
+    (LAPACK/MAGMA ``gels``) projects onto, the authors' projection. The matrix has rank ``C - 1``
+    (eq. 2.9), so ``Q``'s last column is made of rounding error: a unit vector orthogonal to
+    ``D_x`` (see :mod:`leafkit.authors`). A zero column (a saturated softmax's top class) is
+    left at zero instead of divided by zero. Unchecked, no host-device sync."""
+    return torch.linalg.qr(_normalized_columns(J)).Q
+
+
+def _normalized_columns(J: Tensor) -> Tensor:
+    """`(B, n, C)`: the rows of ``J`` `(B, C, n)` as unit columns, zero ones left at zero."""
+    cols = J.mT
+    norms = cols.norm(dim=1, keepdim=True)
+    return cols / torch.where(norms > 0, norms, 1.0)
+
+
 def _project_tangent(Q: Tensor, v: Tensor) -> Tensor:
     """``Q Q^T v`` for ``Q`` ``(B, n, k)`` and ``v`` ``(B, n)``, unchecked."""
     return (Q @ (Q.mT @ v.unsqueeze(-1))).squeeze(-1)

@@ -140,3 +140,30 @@ def vertical_path(model: nn.Module, x0: Tensor, direction: Tensor, *, step_size:
             points.append(x.flatten())
         paths.append(torch.stack(points))
     return torch.stack(paths)
+
+
+def authors_horizontal_path(model: nn.Module, source: Tensor, target: Tensor, *,
+                            step_size: float, steps: int,
+                            bounds: tuple[float, float] | None = None) -> Tensor:
+    """``(B, steps + 1, n)``: the authors' step, one path and one step at a time. ``J`` one class
+    at a time, ``torch.autograd.grad`` of ``log_softmax(s(x))[i]``; the ``C`` gradient columns
+    normalized (a zero column left at zero); least squares on all ``C`` by QR without pivoting,
+    whose fitted value is ``Q Q^T d``; a step of ``step_size`` along it, then the clamp."""
+    paths = []
+    for s, d in zip(source, target):
+        x, points = s.clone(), [s.flatten()]
+        for _ in range(steps):
+            xg = x.detach().requires_grad_()
+            log_p = torch.log_softmax(model(xg.unsqueeze(0)), dim=-1)[0]
+            cols = []
+            for i in range(log_p.shape[0]):
+                g = torch.autograd.grad(log_p[i], xg, retain_graph=True)[0].flatten()
+                cols.append(g / g.norm() if g.norm() > 0 else g)
+            Q, _ = torch.linalg.qr(torch.stack(cols, dim=1))
+            v = Q @ (Q.T @ (d - x).flatten())
+            x = (x + step_size * v.view_as(x) / v.norm()).detach()
+            if bounds is not None:
+                x = x.clamp(*bounds)
+            points.append(x.flatten())
+        paths.append(torch.stack(points))
+    return torch.stack(paths)
