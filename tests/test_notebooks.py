@@ -14,6 +14,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import jupytext
@@ -99,10 +100,13 @@ def test_built_pages_have_rewritable_launch_buttons(tmp_path):
 def test_binder_environment():
     lines = [ln.strip() for ln in (ROOT / "binder" / "requirements.txt").read_text().splitlines()
              if ln.strip() and not ln.startswith("#")]
-    assert "-r ../requirements.txt" in lines  # same packages as the README's install
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in lines
-    root = (ROOT / "requirements.txt").read_text()
-    for needed in ("jupytext", "ipywidgets", "-e ."):  # .md opens as a notebook; widgets; leafkit
-        assert re.search(rf"^{re.escape(needed)}", root, re.M), needed
-    # repo2docker ignores the root files when binder/ exists, and uses environment.yml over pip
+    assert "-e .[data,widgets]" in lines  # leafkit, its data sets and its explorers
+    for needed in ("torch", "jupytext", "jupyterlab-myst"):  # .md opens and renders as a notebook
+        assert any(re.match(rf"{needed}\b", ln) for ln in lines), needed
+    for heavy in ("jupyter-book", "nbval", "playwright", "check-jsonschema", "pytest", "-r"):
+        assert not any(ln.startswith(heavy) for ln in lines), f"Binder installs {heavy}"
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"data", "widgets"} <= set(extras)
+    assert (ROOT / "binder" / "runtime.txt").read_text().strip() == "python-3.11"
     assert not list((ROOT / "binder").glob("environment.y*ml"))
