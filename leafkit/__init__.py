@@ -47,6 +47,7 @@ from .examples import ExamplePairs, example_pairs, first_of_class, mirror
 from .path_metrics import (Transition, classes_visited, entropy, interpolation_gap,
                            kernel_fraction, linear_interpolation, path_summary, plateau_change,
                            segment_distance, settling_step, transitions)
+from .authors import CONFIDENT, lstsq_drivers, tenth_direction_overlaps
 
 # the trace of G through training (Figure 2) and paths across leaves (Figure 3)
 from .monitoring import numerical_ranks, trace_hook, trace_run
