@@ -1,0 +1,295 @@
+"""Does the data leaf hold? Algorithm 4.1 over a grid of checkpoints, step sizes and dtypes.
+
+One batched :func:`~leafkit.paths.horizontal_path` run per :class:`GridCell` walks every pair of
+:func:`class_pairs` once per projection (``exact``, ``authors``, ``random``, ``scores``); each
+path gets a verdict by :func:`closing_verdict` ("arrived", "slowly closing" or "stalled", from
+its closing rate over the last window of its budget), and :func:`summarize_grid` turns the
+per-path records into one row per cell and projection. :func:`dtype_spread` measures how far the
+float32 and float64 runs of one cell end apart. :func:`shared_leaf_test` asks whether the greedy
+walk can join two points known to share a leaf (two points of one exact path), which is what tells
+a stall of the algorithm from a target on another leaf.
+
+Paper: Section 4.3, Algorithm 4.1, Figure 4; Proposition 2.1 (rank ``C - 1``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .data import MNISTData
+from .examples import ExamplePairs, first_of_class
+from .models import MnistCNN
+from .path_metrics import plateau_change
+from .paths import horizontal_path
+from .tables import Table
+from .training import REFERENCE_EPOCHS, steps_for_epochs, train
+
+__all__ = ["CHECKPOINTS", "GRID_PROJECTIONS", "VERDICTS", "GridCell", "checkpoint_model",
+           "class_pairs", "closing_verdict", "dtype_spread", "full_grid", "grid_from_env",
+           "reduced_grid", "run_cell", "run_grid", "shared_leaf_test", "summarize_grid"]
+
+GRID_PROJECTIONS: tuple[str, ...] = ("exact", "authors", "random", "scores")
+VERDICTS: tuple[str, ...] = ("arrived", "slowly closing", "stalled")
+
+#: The checkpoints of the grid: ``train`` arguments on top of the paper's SGD (lr 0.01, batch 60).
+CHECKPOINTS: dict[str, dict] = {
+    "early": {"epochs": 1},
+    "reference": {"epochs": REFERENCE_EPOCHS},
+    "long": {"epochs": 50},
+    "dropout": {"epochs": REFERENCE_EPOCHS, "dropout": True},
+    "seed 1": {"epochs": REFERENCE_EPOCHS, "seed": 1},
+    "seed 2": {"epochs": REFERENCE_EPOCHS, "seed": 2},
+}
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One run of the grid: a checkpoint (a key of :data:`CHECKPOINTS`), a step size ``alpha``,
+    a dtype and a budget of steps."""
+
+    checkpoint: str
+    step_size: float
+    dtype: torch.dtype
+    max_steps: int
+
+    @property
+    def label(self) -> str:
+        return (f"{self.checkpoint}, alpha {self.step_size:g}, "
+                f"{str(self.dtype).removeprefix('torch.')}, {self.max_steps} steps")
+
+
+def full_grid(max_steps: int = 5000) -> list[GridCell]:
+    """Every checkpoint x step size 0.01 / 0.1 / 1.0 x float32 / float64 (36 cells)."""
+    return [GridCell(c, a, d, max_steps) for c in CHECKPOINTS for a in (0.01, 0.1, 1.0)
+            for d in (torch.float32, torch.float64)]
+
+
+def reduced_grid(max_steps: int = 150) -> list[GridCell]:
+    """The offline grid: the reference checkpoint in both dtypes and the early one in float32,
+    at ``alpha = 1.0`` (so a short budget still covers several times the pair distance)."""
+    return [GridCell("reference", 1.0, torch.float32, max_steps),
+            GridCell("reference", 1.0, torch.float64, max_steps),
+            GridCell("early", 1.0, torch.float32, max_steps)]
+
+
+def grid_from_env(env: Mapping[str, str] | None = None) -> tuple[str, list[GridCell]]:
+    """``("full", full_grid())`` when ``LEAFKIT_GRID=full``, or ``LEAFKIT_DATA=full`` without
+    ``LEAFKIT_GRID=reduced``; else ``("reduced", reduced_grid())``.
+
+    Raises:
+        ValueError: ``LEAFKIT_GRID`` set to something other than ``full`` or ``reduced``.
+    """
+    env = os.environ if env is None else env
+    grid = env.get("LEAFKIT_GRID", "").strip().lower()
+    if grid not in ("", "full", "reduced"):
+        raise ValueError(f"LEAFKIT_GRID must be 'full' or 'reduced', got {grid!r}")
+    if grid == "full" or (not grid and env.get("LEAFKIT_DATA", "").strip().lower() == "full"):
+        return "full", full_grid()
+    return "reduced", reduced_grid()
+
+
+def class_pairs(data: MNISTData, shifts: Sequence[int] = (1, 5)) -> ExamplePairs:
+    """Ordered pairs ``i -> (i + s) mod 10`` for every class ``i`` and shift ``s``, each image the
+    first test image of its class (on the offline subset and on full MNIST alike): 20 pairs for
+    the default shifts (``i -> i + 5`` and ``i + 5 -> i`` are both walked).
+
+    Raises:
+        ValueError: a shift that is 0 mod 10, or a class without test images.
+    """
+    if not shifts or any(int(s) % 10 == 0 for s in shifts):
+        raise ValueError(f"shifts must be non-empty and non-zero mod 10, got {list(shifts)}")
+    first = [first_of_class(data.test_y, c) for c in range(10)]
+    src = [first[c] for s in shifts for c in range(10)]
+    tgt = [first[(c + int(s)) % 10] for s in shifts for c in range(10)]
+    rule = ("the first test image of each class, i -> i+s mod 10 for s in "
+            f"{', '.join(map(str, shifts))}")
+    return ExamplePairs(sources=data.test_x[src].clone(), targets=data.test_x[tgt].clone(),
+                        source_index=tuple(src), target_index=tuple(tgt),
+                        source_label=tuple(data.test_y[src].tolist()),
+                        target_label=tuple(data.test_y[tgt].tolist()), mirrored=False, rule=rule)
+
+
+def checkpoint_model(data: MNISTData, name: str, *, device=None, progress: bool = True) -> nn.Module:
+    """The network of checkpoint ``name`` (:data:`CHECKPOINTS`), trained on ``data`` by
+    :func:`leafkit.training.train` (cached), in eval mode, on ``device`` (default: ``data``'s).
+
+    Raises:
+        KeyError: an unknown checkpoint name.
+    """
+    if name not in CHECKPOINTS:
+        raise KeyError(f"unknown checkpoint {name!r}; known: {list(CHECKPOINTS)}")
+    spec = CHECKPOINTS[name]
+    device = data.train_x.device if device is None else device
+    model_config = MnistCNN(dropout=spec.get("dropout", False)).config
+    run = train(model_config, data.train_x, data.train_y, seed=spec.get("seed", 0),
+                steps=steps_for_epochs(spec["epochs"], len(data.train_x)), device=device,
+                progress=progress)
+    return run.model(device=device)
+
+
+def closing_verdict(distance: Tensor, arrived: Tensor, *, window: int,
+                    stall_rate: float = 0.01) -> tuple[list[str], Tensor]:
+    """The verdict of each path, from how fast it was still closing in at the end.
+
+    The closing rate is the fall of the distance over the last ``window`` steps, as a fraction
+    of the starting distance, per 1000 steps: ``(d[T - w] - d[T]) / d[0] * 1000 / w``. A path
+    that did not arrive is "stalled" when that rate is below ``stall_rate`` (default: 1% of its
+    start per 1000 steps), else "slowly closing" (it was still moving toward its target).
+
+    Args:
+        distance: `(B, T + 1)` distance to the target at every step.
+        arrived: `(B,)` whether each path arrived.
+        window: steps of the last window, ``1 <= window <= T``.
+        stall_rate: the rate below which a path counts as stalled.
+
+    Returns:
+        ``(verdicts, rate)``: one of :data:`VERDICTS` a path, and `(B,)` the closing rates.
+    """
+    if not stall_rate > 0:
+        raise ValueError(f"stall_rate must be positive, got {stall_rate}")
+    rate = plateau_change(distance, window) / distance[:, 0].clamp_min(1e-30) * (1000 / window)
+    verdicts = ["arrived" if a else "stalled" if r < stall_rate else "slowly closing"
+                for a, r in zip(arrived.tolist(), rate.tolist())]
+    return verdicts, rate
+
+
+def _window(max_steps: int) -> int:
+    """The last 1000 steps, or the last fifth of a shorter budget."""
+    return min(1000, max(1, max_steps // 5))
+
+
+def run_cell(model: nn.Module, pairs: ExamplePairs, cell: GridCell, *,
+             bounds: tuple[float, float] | None, projections: Sequence[str] = GRID_PROJECTIONS,
+             tol: float = 1.0, stall_rate: float = 0.01, seed: int = 0,
+             progress: bool = True) -> list[dict]:
+    """One batched run of Algorithm 4.1: every pair once per projection, in ``cell.dtype``.
+
+    Returns:
+        One record a path: ``cell``, ``projection``, ``pair`` (its label), ``start``, ``fraction``
+        (final / start distance), ``rate`` (see :func:`closing_verdict`), ``window``,
+        ``verdict`` and ``reached`` (whether the final prediction is the class the model gives
+        the target image).
+
+    Paper: Algorithm 4.1 (``alpha``, at most ``T`` steps, stop at ``||d - x|| <= tol``).
+    """
+    net = copy.deepcopy(model).to(cell.dtype).eval()
+    dev = next(net.parameters()).device
+    k = len(projections)
+    src = pairs.sources.to(dev, cell.dtype).repeat(k, 1, 1, 1)
+    tgt = pairs.targets.to(dev, cell.dtype).repeat(k, 1, 1, 1)
+    names = [p for p in projections for _ in pairs.source_index]
+    result = horizontal_path(net, src, tgt, projection=names, step_size=cell.step_size,
+                             max_steps=cell.max_steps, tol=tol, bounds=bounds, seed=seed,
+                             progress=progress)
+    window = min(_window(cell.max_steps), result.distance.shape[1] - 1)
+    verdicts, rate = closing_verdict(result.distance, result.arrived, window=window,
+                                     stall_rate=stall_rate)
+    with torch.no_grad():
+        wanted = net(tgt).argmax(-1).cpu()
+    reached = result.probs[:, -1].argmax(-1) == wanted
+    fraction = result.distance[:, -1] / result.distance[:, 0]
+    labels = pairs.labels() * k
+    return [{"cell": cell.label, "projection": names[b], "pair": labels[b],
+             "start": float(result.distance[b, 0]), "fraction": float(fraction[b]),
+             "rate": float(rate[b]), "window": window, "verdict": verdicts[b],
+             "reached": bool(reached[b])} for b in range(len(names))]
+
+
+def run_grid(data: MNISTData, cells: Sequence[GridCell], pairs: ExamplePairs, *,
+             bounds: tuple[float, float] | None, progress: bool = True, **options) -> list[dict]:
+    """:func:`run_cell` for every cell (a progress bar over the cells), one checkpoint trained or
+    loaded at a time; ``options`` go to :func:`run_cell`. Returns all per-path records."""
+    records: list[dict] = []
+    models: dict[str, nn.Module] = {}
+    for cell in tqdm(cells, desc="grid cells", disable=not progress):
+        if cell.checkpoint not in models:
+            models = {cell.checkpoint: checkpoint_model(data, cell.checkpoint, progress=progress)}
+        records += run_cell(models[cell.checkpoint], pairs, cell, bounds=bounds,
+                            progress=progress, **options)
+    return records
+
+
+def summarize_grid(records: Sequence[dict]) -> Table:
+    """One row per cell and projection: paths, how many arrived / are slowly closing / stalled,
+    the median fraction of the start distance left, the median closing rate (per 1000 steps,
+    over the window it states) and how many ended in the target's class."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["cell"], r["projection"]), []).append(r)
+    rows = []
+    for (cell, projection), rs in groups.items():
+        count = {v: sum(r["verdict"] == v for r in rs) for v in VERDICTS}
+        rows.append({"cell": cell, "projection": projection, "paths": len(rs),
+                     "arrived": count["arrived"], "slowly closing": count["slowly closing"],
+                     "stalled": count["stalled"],
+                     "median fraction left": statistics.median(r["fraction"] for r in rs),
+                     "median rate /1000 steps": statistics.median(r["rate"] for r in rs),
+                     "rate window (steps)": rs[0]["window"],
+                     "target class reached": sum(r["reached"] for r in rs)})
+    return Table(rows, formats={"median fraction left": ".3f", "median rate /1000 steps": ".3f"})
+
+
+def dtype_spread(records: Sequence[dict]) -> Table:
+    """How far float32 and float64 runs of the same checkpoint, step size and budget end apart:
+    per projection, the median and largest ``|f32 - f64| / f64`` of each path's final fraction,
+    and how many verdicts differ."""
+    key = {}
+    for r in records:
+        cell = r["cell"]
+        for dt in ("float32", "float64"):
+            if f", {dt}," in cell:
+                key.setdefault((cell.replace(dt, "*"), r["projection"], r["pair"]), {})[dt] = r
+    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+    for (cell, projection, _), both in key.items():
+        if len(both) == 2:
+            groups.setdefault((cell, projection), []).append((both["float32"], both["float64"]))
+    rows = []
+    for (cell, projection), ps in groups.items():
+        rel = [abs(a["fraction"] - b["fraction"]) / b["fraction"] for a, b in ps]
+        rows.append({"cell (both dtypes)": cell, "projection": projection, "paths": len(ps),
+                     "median spread": statistics.median(rel), "largest spread": max(rel),
+                     "verdicts differ": sum(a["verdict"] != b["verdict"] for a, b in ps)})
+    return Table(rows, formats={"median spread": ".1%", "largest spread": ".1%"})
+
+
+def shared_leaf_test(model: nn.Module, sources: Tensor, targets: Tensor, *, lead_steps: int,
+                     step_size: float = 0.1, max_steps: int = 300, tol: float = 0.5,
+                     stall_rate: float = 0.01, progress: bool = True) -> Table:
+    """Can the greedy walk join two points known to share a leaf?
+
+    ``x_k`` is the point after ``lead_steps`` exact steps of Algorithm 4.1 from ``x_0 = source``
+    toward ``target`` (no pixel clamp, no arrival), so ``x_0`` and ``x_k`` lie on one leaf up to
+    the Euler steps' drift (none inside a linear region of a ReLU net, where the leaves are flat).
+    Then exact walks ``x_0 -> x_k`` and ``x_k -> x_0`` run in one batch. If they arrive, the greedy
+    descent does reach targets on its own leaf and a stall on a test pair is evidence of another
+    leaf; if they stall too, a stall says nothing about the leaves.
+
+    Returns:
+        A :class:`~leafkit.tables.Table`, one row a walk: ``walk`` (its direction), ``pair``
+        (the index of the source), ``lead length`` ``||x_k - x_0||``, ``fraction`` left,
+        ``rate`` and ``verdict`` (:func:`closing_verdict`, last fifth of the budget).
+
+    Paper: Algorithm 4.1; Section 4.3 ("any two test images appear connected").
+    """
+    lead = horizontal_path(model, sources, targets, step_size=step_size, max_steps=lead_steps,
+                           tol=None, projection="exact", progress=progress)
+    x0, xk = sources.to(lead.final.device), lead.final.to(sources.device)
+    out = horizontal_path(model, torch.cat([x0, xk]), torch.cat([xk, x0]), step_size=step_size,
+                          max_steps=max_steps, tol=tol, projection="exact", progress=progress)
+    window = min(_window(max_steps), out.distance.shape[1] - 1)
+    verdicts, rate = closing_verdict(out.distance, out.arrived, window=window,
+                                     stall_rate=stall_rate)
+    P = len(sources)
+    rows = [{"walk": "x_0 -> x_k" if b < P else "x_k -> x_0", "pair": b % P,
+             "lead length": float(out.distance[b, 0]),
+             "fraction": float(out.distance[b, -1] / out.distance[b, 0]),
+             "rate": float(rate[b]), "verdict": verdicts[b]} for b in range(2 * P)]
+    return Table(rows, formats={"lead length": ".2f", "fraction": ".3f", "rate": ".3f"})
