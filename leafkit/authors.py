@@ -18,8 +18,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .checks import check_batch, check_model, eval_mode
+from .checks import check_model, eval_mode
 from .geometry import _log_prob_jacobian_direct, _score_jacobian
+from .paths import _check_inputs
 from .projection import _full_rank_basis, _normalized_columns, _project_tangent, _tangent_basis
 
 __all__ = ["CONFIDENT", "DRIVERS", "lstsq_drivers", "tenth_direction_overlaps"]
@@ -60,15 +61,14 @@ def tenth_direction_overlaps(model: nn.Module, x: Tensor, target: Tensor | None 
         ``target``, ``"target_authors"`` and ``"target_random"``: ``|<u, d>| / ||d_ker||`` and
         ``|<r, d>| / ||d_ker||``, the share of ``d``'s kernel part each direction picks up.
 
+    Raises:
+        ValueError: an invalid batch, a target of another shape, dtype or device, or a model
+            that does not fit ``x`` (as for :func:`leafkit.paths.horizontal_path`).
+
     Paper: Algorithm 4.1, Proposition 2.1.
     """
-    check_batch(x)
+    _check_inputs(x, target=target)
     check_model(model, x)
-    if target is not None:
-        check_batch(target, "target")
-        if target.shape != x.shape:
-            raise ValueError(f"target must have the shape of x {tuple(x.shape)}, got "
-                             f"{tuple(target.shape)}")
     with eval_mode(model):
         J, log_p = _log_prob_jacobian_direct(model, x)
         Js, _ = _score_jacobian(model, x)
@@ -111,14 +111,14 @@ def lstsq_drivers(model: nn.Module, x: Tensor, target: Tensor,
         ``"authors"``); ``"rank"``, the rank the driver used (``C`` for ``gels``, which
         reports none and assumes full rank).
 
+    Raises:
+        ValueError: an invalid batch, a target of another shape, dtype or device, or a model
+            that does not fit ``x`` (as for :func:`leafkit.paths.horizontal_path`).
+
     Paper: Algorithm 4.1.
     """
-    check_batch(x)
+    _check_inputs(x, target=target)
     check_model(model, x)
-    check_batch(target, "target")
-    if target.shape != x.shape:
-        raise ValueError(f"target must have the shape of x {tuple(x.shape)}, got "
-                         f"{tuple(target.shape)}")
     with eval_mode(model):
         J, log_p = _log_prob_jacobian_direct(model, x)
     d = (target - x).flatten(1)
