@@ -14,7 +14,7 @@ except _metadata.PackageNotFoundError:  # a source tree that was never installed
 # data, models, training
 from .cache import cache_dir, default_device
 from .data import MNISTData, denormalize, load_mnist, normalize, pixel_bounds
-from .models import MLP, MnistCNN, activation, build_model
+from .models import MLP, KerasCifarCNN, MnistCNN, VGG11BN, activation, build_model
 from .reproducibility import VERDICTS, environment_summary, report_claim, seed_everything
 from .training import (CheckpointError, TrainResult, accuracy, reference_model, reference_run,
                        steps_for_epochs, train)
@@ -48,6 +48,10 @@ from .path_metrics import (Transition, classes_visited, entropy, interpolation_g
                            kernel_fraction, linear_interpolation, path_summary, plateau_change,
                            segment_distance, settling_step, transitions)
 from .authors import CONFIDENT, lstsq_drivers, tenth_direction_overlaps
+
+# CIFAR-10 (Appendix A, Figure 7): full data and VGG-11, or the offline pieces of two wheels
+from .cifar import (CIFAR_BOUNDS, CIFAR_CLASSES, CIFARData, WheelError, active_logits,
+                    cifar_reference_model, describe_network, keras_cifar_cnn, load_cifar10)
 
 # the trace of G through training (Figure 2) and paths across leaves (Figure 3)
 from .monitoring import numerical_ranks, trace_hook, trace_run

@@ -1,6 +1,10 @@
 """Image plots of the chapters: digits, path strips and frames, in pixel intensities (not
 normalized units), and a kernel-free player of one path.
 
+Two kinds of image are drawn: normalized MNIST digits ``(1, 28, 28)`` (mapped back to ``[0, 1]``,
+gray) and CIFAR-10 images ``(3, 32, 32)``, RGB intensities in ``[0, 1]`` (leafkit's CIFAR-10
+units, :mod:`leafkit.cifar`), drawn in color; both on the fixed scale ``[0, 1]``.
+
 Line plots (spectra, distances, the trace of ``G``) are in :mod:`leafkit.plots`.
 
 Paper: Figures 3-6 (the paths, frame by frame).
@@ -11,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from .checks import eval_mode
@@ -21,9 +26,28 @@ __all__ = ["frame_figure", "path_and_interpolation", "path_scrubber", "path_stri
            "show_images"]
 
 
+def _pixels(images: torch.Tensor) -> np.ndarray:
+    """``(N, H, W)`` gray intensities of normalized MNIST ``(N, 1, 28, 28)`` / ``(N, 28, 28)``, or
+    ``(N, H, W, 3)`` RGB of CIFAR-10 images ``(N, 3, H, W)`` (clipped to ``[0, 1]``, where color
+    imshow has no vmin/vmax)."""
+    images = images.detach().cpu().float()
+    if images.dim() == 4 and images.shape[1] == 3:
+        return images.permute(0, 2, 3, 1).clamp(0, 1).numpy()
+    return denormalize(images.reshape(len(images), 28, 28)).numpy()  # imshow's vmin/vmax clip
+
+
+def _imshow(ax, pixels: np.ndarray):
+    """Draw one image of :func:`_pixels` on a fixed scale, without ticks."""
+    artist = ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0.0, vmax=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return artist
+
+
 def show_images(images: torch.Tensor, titles: Sequence[str] | None = None, *, ncols: int = 10,
                 size: float = 1.2, suptitle: str | None = None):
-    """Show normalized MNIST images ``(N, 1, 28, 28)`` (or ``(N, 28, 28)``) in a grid.
+    """Show normalized MNIST images ``(N, 1, 28, 28)`` (or ``(N, 28, 28)``), or CIFAR-10 images
+    ``(N, 3, 32, 32)``, in a grid.
 
     Pixels are mapped back to ``[0, 1]`` and drawn with a fixed gray scale, so noise outside the
     valid box shows as saturated black or white rather than being rescaled away.
@@ -31,7 +55,7 @@ def show_images(images: torch.Tensor, titles: Sequence[str] | None = None, *, nc
     Returns:
         The matplotlib figure.
     """
-    images = denormalize(images.detach().cpu().reshape(len(images), 28, 28)).numpy()
+    images = _pixels(images)
     n = len(images)
     nrows = max(1, -(-n // ncols))
     ncols = min(ncols, n)
@@ -40,7 +64,7 @@ def show_images(images: torch.Tensor, titles: Sequence[str] | None = None, *, nc
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < n:
-            ax.imshow(images[k], cmap="gray", vmin=0.0, vmax=1.0)
+            _imshow(ax, images[k])
             if titles is not None:
                 ax.set_title(titles[k], fontsize=8)
     if suptitle:
@@ -55,8 +79,9 @@ def path_strip(points: torch.Tensor, record_steps: Sequence[int] | torch.Tensor,
     """Image strips of a batch of paths: one row per path, one column per shown frame.
 
     Args:
-        points: ``(B, K, 1, 28, 28)`` recorded points (``PathResult.points``); a single path
-            ``(K, 1, 28, 28)`` is shown as one row.
+        points: ``(B, K, *image_shape)`` recorded points (``PathResult.points``), MNIST
+            ``(1, 28, 28)`` or CIFAR-10 ``(3, 32, 32)`` images; a single path
+            ``(K, *image_shape)`` is shown as one row.
         record_steps: ``(K,)`` the step of each recorded point (``PathResult.record_steps``).
         probs: ``(B, K, C)`` class probabilities at those points (``PathResult.probs``); each frame
             is then titled with its step, predicted class and that class's probability.
@@ -80,13 +105,12 @@ def path_strip(points: torch.Tensor, record_steps: Sequence[int] | torch.Tensor,
     B = points.shape[0]
     fig, axes = plt.subplots(B, len(cols), figsize=(size * len(cols), size * B * 1.3),
                              squeeze=False)
-    images = denormalize(points.detach().cpu()).reshape(B, -1, 28, 28).numpy()
+    frames = _pixels(points.flatten(0, 1))
+    images = frames.reshape(B, -1, *frames.shape[1:])
     for b in range(B):
         for j, k in enumerate(cols):
             ax = axes[b, j]
-            ax.imshow(images[b, k], cmap="gray", vmin=0.0, vmax=1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _imshow(ax, images[b, k])
             title = f"t={steps[k]}"
             if probs is not None:
                 p, c = probs[b, k].max(-1)
@@ -105,7 +129,8 @@ def frame_figure(image: torch.Tensor, probs: torch.Tensor, *, title: str = "",
     optionally a curve along the path with the current step marked (used by the explorers).
 
     Args:
-        image: ``(1, 28, 28)`` or ``(28, 28)`` normalized image.
+        image: ``(1, 28, 28)`` or ``(28, 28)`` normalized MNIST image, or a ``(3, 32, 32)``
+            CIFAR-10 image.
         probs: ``(C,)`` class probabilities at this frame.
         title: title over the image.
         highlight: a class whose bar is drawn in a second color (e.g. the starting class).
@@ -119,10 +144,7 @@ def frame_figure(image: torch.Tensor, probs: torch.Tensor, *, title: str = "",
     ncols = 3 if curve is not None else 2
     fig, axes = plt.subplots(1, ncols, figsize=(3.2 * ncols, 2.8),
                              gridspec_kw={"width_ratios": [1, 1.3, 1.6][:ncols]})
-    axes[0].imshow(denormalize(image.detach().cpu()).reshape(28, 28).numpy(), cmap="gray", vmin=0,
-                   vmax=1)
-    axes[0].set_xticks([])
-    axes[0].set_yticks([])
+    _imshow(axes[0], _pixels(image[None])[0])
     axes[0].set_title(title, fontsize=9)
     probs = probs.detach().cpu().numpy()
     colors = ["C0"] * len(probs)
@@ -166,8 +188,8 @@ def path_and_interpolation(model, result, rows: Sequence[int], source: torch.Ten
         result: a :class:`~leafkit.paths.PathResult` whose paths ``rows`` join ``source`` to
             ``target``.
         rows: indices of the paths to show.
-        source: `(1, 28, 28)` the common source.
-        target: `(1, 28, 28)` the common target.
+        source: `(1, 28, 28)` (MNIST) or `(3, 32, 32)` (CIFAR-10) the common source.
+        target: the common target, of the same shape.
         frames: images per row.
         row_labels: one label per row of ``rows`` (the interpolation row is labelled for you).
         size: inches per image.
@@ -196,12 +218,10 @@ def path_and_interpolation(model, result, rows: Sequence[int], source: torch.Ten
     fig, axes = plt.subplots(len(images), frames,
                              figsize=(size * frames, size * 1.35 * len(images)), squeeze=False)
     for r, (row, row_titles) in enumerate(zip(images, titles)):
-        pixels = denormalize(row.detach().cpu()).reshape(frames, 28, 28).numpy()
+        pixels = _pixels(row)
         for j in range(frames):
             ax = axes[r, j]
-            ax.imshow(pixels[j], cmap="gray", vmin=0.0, vmax=1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _imshow(ax, pixels[j])
             ax.set_title(row_titles[j], fontsize=7)
         axes[r, 0].set_ylabel(labels[r], fontsize=8)
     fig.tight_layout()
@@ -241,15 +261,13 @@ def path_scrubber(result, index: int = 0, *, frames: int = 40, title: str = "",
     K = result.points.shape[1]
     cols = torch.linspace(0, K - 1, min(frames, K)).round().long().unique()
     steps = result.record_steps[cols]
-    pixels = denormalize(result.points[index, cols]).reshape(len(cols), 28, 28).numpy()
+    pixels = _pixels(result.points[index, cols])
     probs = result.probs[index, cols]
     dist = result.distance[index].numpy()
     label = "distance to target" if result.kind == "horizontal" else "distance from start"
     fig, (ax_i, ax_p, ax_d) = plt.subplots(1, 3, figsize=(7.5, 2.2), dpi=dpi,
                                            gridspec_kw={"width_ratios": [1, 1.3, 1.8]})
-    image = ax_i.imshow(pixels[0], cmap="gray", vmin=0.0, vmax=1.0)
-    ax_i.set_xticks([])
-    ax_i.set_yticks([])
+    image = _imshow(ax_i, pixels[0])
     caption = ax_i.set_title("", fontsize=8)
     bars = ax_p.bar(range(probs.shape[1]), probs[0].tolist())
     ax_p.set_ylim(0, 1)
