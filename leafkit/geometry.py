@@ -97,18 +97,22 @@ def _score_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     return _score_jacobian_rows(s, xg)
 
 
-def _log_prob_jacobian_direct(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+def _log_prob_jacobian_direct(model: nn.Module, x: Tensor,
+                              rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``(J, log_p)`` by ``C`` backward passes through ``log_softmax`` itself (the route of the
     authors' code, whose network ends in ``log_softmax``), not by eq. (3.7) from the score
     Jacobian. Equal in exact arithmetic, the two differ in rounding, and the rounding matters
     where ``J``'s rank-deficiency is solved as if it were full rank (``projection="authors"`` of
     :func:`leafkit.paths.horizontal_path`): the row of the most likely class, nearly zero at a
-    confident point, is computed here from ``1 - fl(p_max)``. Unchecked, like
-    :func:`_score_jacobian` (no mode switch, no host-device sync)."""
+    confident point, is computed here from ``1 - fl(p_max)``. With ``rows`` `(B,)` bool only
+    those rows go through ``log_softmax``; the others get the score Jacobian and the scores, as
+    from :func:`_score_jacobian`, in the same passes. Unchecked (no mode switch, no sync)."""
     xg = x.detach().requires_grad_()
     with torch.enable_grad():
-        log_p = torch.log_softmax(model(xg), dim=1)
-    return _score_jacobian_rows(log_p, xg)
+        s = model(xg)
+        log_p = torch.log_softmax(s, dim=1)
+        out = log_p if rows is None else torch.where(rows[:, None], log_p, s)
+    return _score_jacobian_rows(out, xg)
 
 
 def _score_jacobian_rows(s: Tensor, xg: Tensor) -> tuple[Tensor, Tensor]:

@@ -95,8 +95,8 @@ def horizontal_path(model: nn.Module, source: Tensor, target: Tensor, *,
       ends in ``log_softmax``; they take ``J`` by one backward per class through it, normalize
       the ``C`` gradient columns and solve least squares on all ``C`` with ``gels`` (QR without
       pivoting), which treats the `(n, C)` matrix as full rank although its rank is ``C - 1``
-      (eq. 2.9). Computed here the same way: ``J`` by backward through ``log_softmax`` (only for
-      these paths; the others share the score Jacobian), columns normalized (a zero column is
+      (eq. 2.9). Computed here the same way: ``J`` by backward through ``log_softmax`` (for these
+      rows only, in the same backward passes as the other paths' score Jacobian), columns normalized (a zero column is
       left at zero), ``Q`` from ``torch.linalg.qr`` (unpivoted Householder QR, as ``gels``),
       ``v = Q Q^T d``. ``Q``'s last column is a unit vector orthogonal to ``D_x`` made of
       rounding error, but not a random one: at confident points (``1 - p_max <= 3e-4``) it is
@@ -116,7 +116,7 @@ def horizontal_path(model: nn.Module, source: Tensor, target: Tensor, *,
       ``torch.Generator`` on the inputs' device seeded with ``seed``.
 
     A sequence of ``B`` names gives each path its own projection: the paths still share one
-    batched Jacobian per step (one for the ``"authors"`` paths, one for all others), so
+    batched Jacobian per step (the ``"authors"`` paths' rows through ``log_softmax``), so
     comparing projections on the same pairs costs one batched run.
 
     Args:
@@ -268,50 +268,36 @@ def _group_positions(names: list[str], device: torch.device) -> list[tuple[str, 
 def _direction(model: nn.Module, x: Tensor, d: Tensor, plan: list[tuple[str, Tensor]],
                generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """`(b, n)` projection of ``d`` `(b, n)` and `(b, C)` ``log p`` at ``x``, for the groups of
-    rows of ``plan`` (``[(name, positions)]``, see :func:`_group_positions`). The ``"authors"``
-    rows get ``J`` by backward through ``log_softmax`` (their code's route); all other rows
-    share one score Jacobian, from which ``J`` follows by eq. (3.7)."""
+    rows of ``plan`` (``[(name, positions)]``, see :func:`_group_positions`). One forward and
+    ``C`` backward passes serve all rows: the ``"authors"`` rows differentiate ``log_softmax``
+    (their code's route), the others the scores, from which ``J`` follows by eq. (3.7)."""
+    if any(name == "authors" for name, _ in plan):
+        rows = None
+        if len(plan) > 1:
+            rows = torch.zeros(len(d), dtype=torch.bool, device=d.device)
+            rows[plan[[name for name, _ in plan].index("authors")][1]] = True
+        jac, out = _log_prob_jacobian_direct(model, x, rows)
+    else:
+        jac, out = _score_jacobian(model, x)
     if len(plan) == 1:
-        return _direction_of_group(model, x, d, plan, generator)
-    v, log_p = torch.empty_like(d), None
-    groups = [[g for g in plan if g[0] == "authors"], [g for g in plan if g[0] != "authors"]]
-    for group in filter(None, groups):
-        pos = torch.cat([p for _, p in group])
-        offsets, start = [], 0  # each name's rows, now contiguous within the group
-        for name, p in group:
-            offsets.append((name, torch.arange(start, start + len(p), device=d.device)))
-            start += len(p)
-        v_g, log_p_g = _direction_of_group(model, x[pos], d[pos], offsets, generator)
-        v[pos] = v_g
-        if log_p is None:
-            log_p = log_p_g.new_empty(len(d), log_p_g.shape[1])
-        log_p[pos] = log_p_g
-    return v, log_p
-
-
-def _direction_of_group(model: nn.Module, x: Tensor, d: Tensor, plan: list[tuple[str, Tensor]],
-                        generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """:func:`_direction` for a plan that is all ``"authors"`` or holds no ``"authors"``."""
-    if plan[0][0] == "authors":
-        J, log_p = _log_prob_jacobian_direct(model, x)
-        return _zero_where_flat(_project_tangent(_full_rank_basis(J), d), J), log_p
-    Js, s = _score_jacobian(model, x)
-    J, log_p = log_prob_jacobian_from_scores(Js, s)
-    if len(plan) == 1:
-        return _project(Js, J, log_p, d, plan[0][0], generator), log_p
-    v = torch.empty_like(d)
+        return _project(jac, out, d, plan[0][0], generator)
+    v, log_p = torch.empty_like(d), torch.empty_like(out)
     for name, pos in plan:
-        v[pos] = _project(Js[pos], J[pos], log_p[pos], d[pos], name, generator)
+        v[pos], log_p[pos] = _project(jac[pos], out[pos], d[pos], name, generator)
     return v, log_p
 
 
-def _project(Js: Tensor, J: Tensor, log_p: Tensor, d: Tensor, projection: str,
-             generator: torch.Generator | None) -> Tensor:
-    """`(b, n)` projection of ``d`` for ``projection`` (not ``"authors"``), from the score
-    Jacobian ``Js`` and ``J = Jac_x log p``, both `(b, C, n)`."""
+def _project(jac: Tensor, out: Tensor, d: Tensor, projection: str,
+             generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """`(b, n)` projection of ``d`` for ``projection`` and `(b, C)` ``log p``, from ``jac``
+    `(b, C, n)` and ``out`` `(b, C)`: ``J = Jac_x log p`` and ``log p`` for ``"authors"``, the
+    score Jacobian and the scores otherwise."""
+    if projection == "authors":
+        return _zero_where_flat(_project_tangent(_full_rank_basis(jac), d), jac), out
+    J, log_p = log_prob_jacobian_from_scores(jac, out)
     if projection == "scores":
-        v = _project_tangent(_orthonormal_columns(Js.mT), d)  # the C score gradients
-        return _zero_where_flat(v, Js)
+        v = _project_tangent(_orthonormal_columns(jac.mT), d)  # the C score gradients
+        return _zero_where_flat(v, jac), log_p
     basis = _tangent_basis(J, log_p)  # (b, n, C - 1)
     v = _project_tangent(basis, d)
     if projection == "random":
@@ -319,7 +305,7 @@ def _project(Js: Tensor, J: Tensor, log_p: Tensor, d: Tensor, projection: str,
         r = r - _project_tangent(basis, r)
         r = r / r.norm(dim=1, keepdim=True)
         v = v + (r * d).sum(dim=1, keepdim=True) * r
-    return _zero_where_flat(v, J)
+    return _zero_where_flat(v, J), log_p
 
 
 def _zero_where_flat(v: Tensor, J: Tensor) -> Tensor:
