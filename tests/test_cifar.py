@@ -191,7 +191,7 @@ def test_full_cifar_that_cannot_be_had_is_a_clear_error(cache):
         leafkit.load_cifar10("full", download=False, verbose=False, device="cpu")
 
 
-def test_vgg_run_trains_once_and_caches(cache, monkeypatch):
+def test_vgg_run_trains_once_and_caches(cache, monkeypatch, capsys):
     fake_cifar_folder(leafkit.cache_dir("cifar10"), n_train=20)
     accept_fake_files(monkeypatch)
     data = leafkit.load_cifar10("full", download=False, verbose=False, device="cpu")
@@ -202,6 +202,11 @@ def test_vgg_run_trains_once_and_caches(cache, monkeypatch):
     net = again.model(device="cpu")
     assert isinstance(net, VGG11BN) and not net.training
     assert net(data.test_x).shape == (4, 10)
+    quick = {**cifar.VGG_TRAINING, "epochs": 1, "batch_size": 10}
+    monkeypatch.setattr(cifar, "VGG_TRAINING", quick)
+    model = cifar.cifar_reference_model(data, progress=False)  # full VGG-11-BN, 2 steps
+    assert isinstance(model, VGG11BN) and model.config["width"] == 64
+    assert "VGG-11 with batch norm" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown training settings"):
         cifar.vgg_run(data, weight_decay=5e-4)
     empty = leafkit.CIFARData(data.train_x[:0], data.train_y[:0], data.test_x, data.test_y,
