@@ -32,12 +32,12 @@ from .paths import horizontal_path
 from .tables import Table
 from .training import REFERENCE_EPOCHS, steps_for_epochs, train
 
-__all__ = ["CHECKPOINTS", "GRID_PROJECTIONS", "VERDICTS", "GridCell", "checkpoint_model",
+__all__ = ["CHECKPOINTS", "GRID_PROJECTIONS", "PATH_VERDICTS", "GridCell", "checkpoint_model",
            "class_pairs", "closing_verdict", "dtype_spread", "full_grid", "grid_from_env",
            "reduced_grid", "run_cell", "run_grid", "shared_leaf_test", "summarize_grid"]
 
 GRID_PROJECTIONS: tuple[str, ...] = ("exact", "authors", "random", "scores")
-VERDICTS: tuple[str, ...] = ("arrived", "slowly closing", "stalled")
+PATH_VERDICTS: tuple[str, ...] = ("arrived", "slowly closing", "stalled")
 
 #: The checkpoints of the grid: ``train`` arguments on top of the paper's SGD (lr 0.01, batch 60).
 CHECKPOINTS: dict[str, dict] = {
@@ -72,7 +72,7 @@ def full_grid(max_steps: int = 5000) -> list[GridCell]:
             for d in (torch.float32, torch.float64)]
 
 
-def reduced_grid(max_steps: int = 150) -> list[GridCell]:
+def reduced_grid(max_steps: int = 100) -> list[GridCell]:
     """The offline grid: the reference checkpoint in both dtypes and the early one in float32,
     at ``alpha = 1.0`` (so a short budget still covers several times the pair distance)."""
     return [GridCell("reference", 1.0, torch.float32, max_steps),
@@ -139,10 +139,13 @@ def closing_verdict(distance: Tensor, arrived: Tensor, *, window: int,
                     stall_rate: float = 0.01) -> tuple[list[str], Tensor]:
     """The verdict of each path, from how fast it was still closing in at the end.
 
-    The closing rate is the fall of the distance over the last ``window`` steps, as a fraction
-    of the starting distance, per 1000 steps: ``(d[T - w] - d[T]) / d[0] * 1000 / w``. A path
-    that did not arrive is "stalled" when that rate is below ``stall_rate`` (default: 1% of its
-    start per 1000 steps), else "slowly closing" (it was still moving toward its target).
+    The closing rate is how much the path's best distance so far, ``m_t = min_{s <= t} d_s``,
+    fell over the last ``window`` steps, as a fraction of the starting distance, per 1000 steps:
+    ``(m[T - w] - m[T]) / d[0] * 1000 / w``. On a curve that only falls this is the fall of the
+    distance itself; a path that zigzags around a plateau (a fixed step overshooting the point
+    where the projected offset vanishes) does not count as moving. A path that did not arrive is
+    "stalled" when that rate is below ``stall_rate`` (default: 1% of its start per 1000 steps),
+    else "slowly closing" (it was still getting closer to its target).
 
     Args:
         distance: `(B, T + 1)` distance to the target at every step.
@@ -151,11 +154,12 @@ def closing_verdict(distance: Tensor, arrived: Tensor, *, window: int,
         stall_rate: the rate below which a path counts as stalled.
 
     Returns:
-        ``(verdicts, rate)``: one of :data:`VERDICTS` a path, and `(B,)` the closing rates.
+        ``(verdicts, rate)``: one of :data:`PATH_VERDICTS` a path, and `(B,)` the closing rates.
     """
     if not stall_rate > 0:
         raise ValueError(f"stall_rate must be positive, got {stall_rate}")
-    rate = plateau_change(distance, window) / distance[:, 0].clamp_min(1e-30) * (1000 / window)
+    best = distance.cummin(dim=1).values
+    rate = plateau_change(best, window) / distance[:, 0].clamp_min(1e-30) * (1000 / window)
     verdicts = ["arrived" if a else "stalled" if r < stall_rate else "slowly closing"
                 for a, r in zip(arrived.tolist(), rate.tolist())]
     return verdicts, rate
@@ -226,7 +230,7 @@ def summarize_grid(records: Sequence[dict]) -> Table:
         groups.setdefault((r["cell"], r["projection"]), []).append(r)
     rows = []
     for (cell, projection), rs in groups.items():
-        count = {v: sum(r["verdict"] == v for r in rs) for v in VERDICTS}
+        count = {v: sum(r["verdict"] == v for r in rs) for v in PATH_VERDICTS}
         rows.append({"cell": cell, "projection": projection, "paths": len(rs),
                      "arrived": count["arrived"], "slowly closing": count["slowly closing"],
                      "stalled": count["stalled"],

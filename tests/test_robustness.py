@@ -25,10 +25,14 @@ def test_verdicts_on_synthetic_distance_curves():
         torch.where(t < 1000, start - 0.02 * t, torch.tensor(20.0, dtype=torch.float64)),  # flat
         start + 0 * t,  # never moved
         start - 0.019 * t,  # arrived (the flag decides)
+        20 + 5 * torch.sin(t / 10),  # zigzags around a plateau: its best stopped improving
+        20 + 5 * torch.sin(t / 10) - 0.02 * t,  # zigzags while falling: still closing
     ])
-    arrived = torch.tensor([False, False, False, False, False, True])
+    arrived = torch.tensor([False, False, False, False, False, True, False, False])
     verdicts, rate = closing_verdict(curves, arrived, window=1000)
-    assert verdicts == ["stalled", "stalled", "slowly closing", "stalled", "stalled", "arrived"]
+    assert verdicts == ["stalled", "stalled", "slowly closing", "stalled", "stalled", "arrived",
+                        "stalled", "slowly closing"]
+    assert float(rate[6]) == 0.0
     torch.testing.assert_close(rate[1:3], torch.tensor([0.0002 / 40 * 1000, 0.02 / 40 * 1000],
                                                        dtype=torch.float64))
     assert float(rate[3]) == 0.0 and float(rate[4]) == 0.0
