@@ -11,6 +11,8 @@ from cases import assert_close
 from leafkit import MLP, MnistCNN
 from leafkit.fisher import local_fisher_matrix, log_prob_parameter_jacobian
 from leafkit.geometry import (
+    _log_prob_jacobian_direct,
+    _score_jacobian,
     kl_divergence,
     local_data_matrix,
     local_data_matrix_from_jacobian,
@@ -192,3 +194,19 @@ def test_kl_is_accurate_for_confident_predictions():
     # the textbook formula from log_softmax differences is off by orders of magnitude here
     assert not torch.allclose(oracles.kl_divergence(model, x, dx) / half_dGd,
                               torch.ones(1, dtype=DT), rtol=0.5)
+
+
+@pytest.mark.parametrize("name", ["mlp_relu", "cnn"])
+def test_log_prob_jacobian_through_log_softmax_matches_the_oracle(name):
+    # the authors' route (backward through log_softmax), also for a subset of rows of a batch
+    case = cases.make_case(name, torch.float64, batch=3)
+    J, log_p = _log_prob_jacobian_direct(case.model, case.x)
+    J_ref, log_p_ref = oracles.log_prob_jacobian(case.model, case.x)
+    cases.assert_close(J, J_ref, rtol=1e-10, atol=1e-12, what="J through log_softmax")
+    cases.assert_close(log_p, log_p_ref, rtol=1e-12, atol=1e-12, what="log p")
+    rows = torch.tensor([False, True, False])
+    mixed, out = _log_prob_jacobian_direct(case.model, case.x, rows)
+    Js, s = _score_jacobian(case.model, case.x)
+    cases.assert_close(mixed[1], J[1], rtol=1e-12, atol=1e-14, what="log_softmax row")
+    cases.assert_close(mixed[::2], Js[::2], rtol=1e-12, atol=1e-14, what="score rows")
+    cases.assert_close(out[::2], s[::2], rtol=0, atol=0, what="scores")
