@@ -38,17 +38,18 @@ from torch import nn
 
 from .cache import cache_dir, default_device
 from .checks import eval_mode
-from .data import DATA_ENV, resolve_source
+from .data import resolve_source
 from .models import KerasCifarCNN, VGG11BN
 from .training import TrainResult, accuracy, steps_for_epochs, train
 
-__all__ = ["CIFAR_BOUNDS", "CIFAR_CLASSES", "FOOLBOX_LABELS", "KERAS_MODEL_SHA256",
+__all__ = ["CIFAR_BOUNDS", "CIFAR_CLASSES", "CIFAR_DATA_ENV", "FOOLBOX_LABELS", "KERAS_MODEL_SHA256",
            "OFFLINE_IMAGE_SHA256", "VGG_TRAINING", "WHEELS", "CIFARData", "WheelError",
            "active_logits", "cifar_reference_model", "describe_network", "fetch_wheel",
            "keras_cifar_cnn", "load_cifar10", "read_wheel_file", "vgg_run"]
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                  "truck")
+CIFAR_DATA_ENV = "LEAFKIT_CIFAR"  # "full", "offline" or "auto" (the default) for CIFAR-10
 CIFAR_BOUNDS = (0.0, 1.0)  # the valid pixel box in the networks' input units
 
 #: ``name -> (version, wheel file name)`` of the two wheels the offline pieces come from.
@@ -243,7 +244,8 @@ def load_cifar10(source: str | None = None, *, download: bool = True, verbose: b
         source: ``"full"`` (torchvision's CIFAR-10, downloaded if needed, or an error),
             ``"offline"`` (the 20 test images shipped by foolbox) or ``"auto"`` (full when a
             CUDA GPU is the default device and CIFAR-10 is on disk or downloadable, else
-            offline); ``None`` reads ``$LEAFKIT_DATA``.
+            offline); ``None`` reads ``$LEAFKIT_CIFAR`` (a variable of its own, so that
+            ``LEAFKIT_DATA=full`` for MNIST never starts hours of VGG training on a CPU).
         download: whether CIFAR-10 and the wheels may be downloaded into the cache.
         verbose: print the one line that says which data this run uses.
         device: where the tensors go; ``None``: :func:`leafkit.default_device`.
@@ -256,19 +258,19 @@ def load_cifar10(source: str | None = None, *, download: bool = True, verbose: b
         RuntimeError: ``"full"`` requested and CIFAR-10 could not be loaded.
         WheelError: the offline images cannot be had or fail their sha256 check.
     """
-    chosen = resolve_source(source)
+    chosen = resolve_source(source, env=CIFAR_DATA_ENV, dataset="CIFAR-10")
     device = torch.device(device) if device is not None else default_device()
     data, why = None, "as requested"
     if chosen == "auto" and device.type != "cuda":
         why = ("no GPU here: training VGG-11 on full CIFAR-10 would take hours on this CPU; "
-               f"{DATA_ENV}=full forces it")
+               f"{CIFAR_DATA_ENV}=full forces it")
     elif chosen in ("auto", "full"):
         try:
             data = _load_full(download)
         except Exception as err:  # torchvision absent, no network, corrupt files...
             detail = f"{type(err).__name__}: {' '.join(str(err).split())}"
             if chosen == "full":
-                raise RuntimeError(f"full CIFAR-10 requested ({DATA_ENV}=full) but it could not "
+                raise RuntimeError(f"full CIFAR-10 requested ({CIFAR_DATA_ENV}=full) but it could not "
                                    f"be loaded from {cache_dir('cifar10')}: {detail}") from err
             why = f"full CIFAR-10 unavailable ({detail})"
     if data is None:
@@ -324,7 +326,7 @@ def vgg_run(data: CIFARData, *, width: int = 64, device=None, progress: bool = T
     """
     if len(data.train_x) == 0:
         raise ValueError(f"{data!r} has no training images: the offline CIFAR-10 pieces are 20 "
-                         f"test images; train VGG-11 on full CIFAR-10 ({DATA_ENV}=full)")
+                         f"test images; train VGG-11 on full CIFAR-10 ({CIFAR_DATA_ENV}=full)")
     unknown = set(overrides) - set(VGG_TRAINING)
     if unknown:
         raise ValueError(f"unknown training settings {sorted(unknown)}; known: "

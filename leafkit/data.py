@@ -74,12 +74,14 @@ def pixel_bounds() -> tuple[float, float]:
     return ((0.0 - MNIST_MEAN) / MNIST_STD, (1.0 - MNIST_MEAN) / MNIST_STD)
 
 
-def resolve_source(source: str | None = None) -> str:
-    """The requested source: the argument, else ``$LEAFKIT_DATA``, else ``"auto"``."""
-    chosen = (source or os.environ.get(DATA_ENV) or "auto").strip().lower()
+def resolve_source(source: str | None = None, *, env: str = DATA_ENV,
+                   dataset: str = "MNIST") -> str:
+    """The requested source: the argument, else ``$env`` (``$LEAFKIT_DATA`` for MNIST), else
+    ``"auto"``."""
+    chosen = (source or os.environ.get(env) or "auto").strip().lower()
     if chosen not in SOURCES:
-        raise ValueError(f"unknown MNIST source {chosen!r}; choose one of {SOURCES} "
-                         f"(argument `source` or environment variable {DATA_ENV})")
+        raise ValueError(f"unknown {dataset} source {chosen!r}; choose one of {SOURCES} "
+                         f"(argument `source` or environment variable {env})")
     return chosen
 
 

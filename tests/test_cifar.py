@@ -139,8 +139,9 @@ def test_the_offline_images_are_classified_as_labelled(offline):
 
 
 def test_auto_without_a_gpu_uses_the_offline_pieces_and_says_why(offline, monkeypatch, capsys):
-    monkeypatch.delenv("LEAFKIT_DATA", raising=False)
-    data = leafkit.load_cifar10("auto", device="cpu")
+    monkeypatch.delenv("LEAFKIT_CIFAR", raising=False)
+    monkeypatch.setenv("LEAFKIT_DATA", "full")  # full MNIST does not ask for full CIFAR-10
+    data = leafkit.load_cifar10(device="cpu")
     assert data.source == "offline" and "no GPU here" in data.description
     assert "foolbox 3.3.4" in capsys.readouterr().out
 
