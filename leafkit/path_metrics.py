@@ -199,12 +199,16 @@ def settling_step(points: torch.Tensor, target: torch.Tensor, record_steps: torc
 
 
 def path_summary(distance: torch.Tensor, steps_taken: torch.Tensor, arrived: torch.Tensor, *,
-                 window: int, stall_rtol: float = 0.01) -> list[dict]:
-    """One line of numbers a path: where it started and ended, and whether it arrived, stalled or
-    was still closing in when its budget ran out.
+                 window: int, stall_rtol: float = 0.01,
+                 frozen: torch.Tensor | None = None) -> list[dict]:
+    """One line of numbers a path: where it started and ended, and whether it arrived, stalled,
+    froze or was still closing in when its budget ran out.
 
     A path that did not arrive has *stalled* when its distance fell by less than
-    ``stall_rtol`` times its starting distance over its last ``window`` steps.
+    ``stall_rtol`` times its starting distance over its last ``window`` steps (the last steps
+    it took: a path stopped at step ``s`` is measured over steps ``s - window .. s``). A path
+    that the walk stopped because it froze (``freeze_window`` of
+    :func:`leafkit.horizontal_path`) has verdict ``"frozen"`` and counts as stalled.
 
     Args:
         distance: `(B, T + 1)` distance to the target at every step (``PathResult.distance``).
@@ -212,21 +216,28 @@ def path_summary(distance: torch.Tensor, steps_taken: torch.Tensor, arrived: tor
         arrived: `(B,)` whether each path arrived.
         window: steps over which the last fall of the distance is measured.
         stall_rtol: the fall, relative to the start, below which a path counts as stalled.
+        frozen: `(B,)` whether each path froze (``PathResult.frozen``); ``None``: none did.
 
     Returns:
         For each path a dict with ``start``, ``final``, ``fraction`` (final / start), ``steps``,
-        ``drop`` (fall over the last ``window`` steps), ``arrived``, ``stalled`` and ``verdict``
-        (``"arrived"``, ``"stalled"`` or ``"closing"``).
+        ``drop`` (fall over its last ``window`` steps), ``arrived``, ``stalled``, ``frozen`` and
+        ``verdict`` (``"arrived"``, ``"frozen"``, ``"stalled"`` or ``"closing"``).
 
     Paper: Algorithm 4.1 (the stopping rule ``||d - x|| <= 1``), Figures 4-6.
     """
-    drop = plateau_change(distance, window)
+    if not 1 <= window < distance.shape[1]:
+        raise ValueError(f"window must be in [1, {distance.shape[1] - 1}], got {window}")
+    end = steps_taken.clamp(max=distance.shape[1] - 1)
     rows = []
     for b in range(distance.shape[0]):
+        s = int(end[b])
         start, final = float(distance[b, 0]), float(distance[b, -1])
-        stalled = not bool(arrived[b]) and float(drop[b]) < stall_rtol * start
+        drop = float(distance[b, max(s - window, 0)] - distance[b, s])
+        is_frozen = frozen is not None and bool(frozen[b])
+        stalled = not bool(arrived[b]) and (is_frozen or drop < stall_rtol * start)
+        verdict = ("arrived" if arrived[b] else "frozen" if is_frozen
+                   else "stalled" if stalled else "closing")
         rows.append({"start": start, "final": final, "fraction": final / start,
-                     "steps": int(steps_taken[b]), "drop": float(drop[b]),
-                     "arrived": bool(arrived[b]), "stalled": stalled,
-                     "verdict": "arrived" if arrived[b] else "stalled" if stalled else "closing"})
+                     "steps": int(steps_taken[b]), "drop": drop, "arrived": bool(arrived[b]),
+                     "stalled": stalled, "frozen": is_frozen, "verdict": verdict})
     return rows

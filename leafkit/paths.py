@@ -72,15 +72,18 @@ def horizontal_path(model: nn.Module, source: Tensor, target: Tensor, *,
                     bounds: tuple[float, float] | None = None,
                     projection: Projection | Sequence[Projection] = "exact",
                     record_every: int | None = None, progress: bool = True, seed: int = 0,
-                    stop: StopRule | None = None, check_every: int = 50) -> PathResult:
+                    stop: StopRule | None = None, check_every: int = 50,
+                    freeze_window: int | None = None, freeze_rtol: float = 1e-3) -> PathResult:
     """Horizontal paths (Algorithm 4.1) from each ``source[b]`` toward ``target[b]``.
 
     ``x_0 = source``; at each step ``J = Jac_x log p(x_{t-1})``, ``v`` = the projection of
     ``target - x_{t-1}`` onto ``D_{x_{t-1}}`` (the row space of ``J``) and
     ``x_t = x_{t-1} + step_size * v / ||v||``. Before each step a path whose distance to its
-    target is at most ``tol`` stops (the authors' rule) and is frozen while the others go on; a
+    target is at most ``tol`` stops (the authors' rule) and stays put while the others go on; a
     path also stops after ``max_steps`` steps, when ``v`` vanishes (``x == target`` with
-    ``tol=None``, or ``J = 0``: no NaN is produced), or when ``stop`` says so.
+    ``tol=None``, or ``J = 0``: no NaN is produced), when ``stop`` says so, or, with
+    ``freeze_window``, when it has frozen (not a rule of the paper: it saves the steps of paths
+    that no longer get closer; ``PathResult.frozen`` marks them).
 
     Inputs are batched: a single pair is passed as a batch of one (``source[None]``,
     ``target[None]``), and the result keeps the batch axis. The model is put in eval mode for the
@@ -140,6 +143,11 @@ def horizontal_path(model: nn.Module, source: Tensor, target: Tensor, *,
             called at the checks; returning ``True`` (or a one-element tensor that is true)
             stops all paths still running.
         check_every: steps between the checks (the only host-device synchronisations).
+        freeze_window: stop a path once its smallest distance to the target so far has improved
+            by at most ``freeze_rtol`` times its starting distance over the last
+            ``freeze_window`` steps (tested at the checks); it froze at ``steps_taken``.
+            ``None`` (default): every path runs to its budget, as in Algorithm 4.1.
+        freeze_rtol: the tolerance of ``freeze_window``.
 
     Returns:
         PathResult with ``distance`` = distance to the target.
@@ -161,7 +169,7 @@ def horizontal_path(model: nn.Module, source: Tensor, target: Tensor, *,
     names = _projection_per_path(projection, len(source))
     options = WalkOptions(step_size=step_size, max_steps=max_steps, tol=tol, bounds=bounds,
                           record_every=record_every, check_every=check_every, progress=progress,
-                          stop=stop)
+                          stop=stop, freeze_window=freeze_window, freeze_rtol=freeze_rtol)
     target_flat = target.detach().flatten(1)
     generator = (torch.Generator(device=source.device).manual_seed(seed)
                  if "random" in names else None)

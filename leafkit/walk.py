@@ -35,7 +35,7 @@ StopRule = Callable[[int, Tensor], "bool | Tensor"]
 StepRule = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 
 # Stop codes, kept on the device during the loop and turned into words once at the end.
-_RUNNING, _ARRIVED, _MAX_STEPS, _AT_TARGET, _VANISHED, _USER, _DONE = range(7)
+_RUNNING, _ARRIVED, _MAX_STEPS, _AT_TARGET, _VANISHED, _USER, _DONE, _FROZEN = range(8)
 STOP_REASONS: dict[int, str] = {
     _ARRIVED: "arrived: ||target - x|| <= tol",
     _MAX_STEPS: "max_steps reached",
@@ -44,6 +44,8 @@ STOP_REASONS: dict[int, str] = {
                "to the subspace, e.g. J = Jac_x log p = 0 on a dead or flat model)",
     _USER: "stopped by the `stop` rule",
     _DONE: "completed all steps",
+    _FROZEN: "frozen: over the last freeze_window steps its distance fell by less than freeze_rtol "
+             "times its starting distance",
 }
 _VANISH_RTOL = 64.0  # a projection shorter than 64 eps times the projected vector counts as zero
 
@@ -82,6 +84,12 @@ class PathResult:
         """`(B, K)` the most likely class at each recorded point."""
         return self.probs.argmax(-1)
 
+    @property
+    def frozen(self) -> Tensor:
+        """`(B,)` whether each path was stopped because it froze (``freeze_window``); such a
+        path froze at step ``steps_taken``."""
+        return torch.tensor([reason == STOP_REASONS[_FROZEN] for reason in self.stop_reason])
+
     def to(self, device: torch.device | str) -> PathResult:
         """A copy with every tensor moved to ``device``."""
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -104,6 +112,12 @@ class WalkOptions:
         progress: show a tqdm bar, updated at the checks.
         stop: ``stop(step, distance) -> bool`` called at the checks with the ``(B,)`` distances on
             the device; ``True`` stops every running path. A one-element tensor is read as a bool.
+        freeze_window: stop each path that has *frozen*: at a check at step ``t >=
+            freeze_window``, its smallest distance so far is less than ``freeze_rtol`` times its
+            starting distance below its smallest distance up to step ``t - freeze_window``. The
+            path keeps its place and the others go on; ``None``: no path freezes. Meant for
+            distances to a target, which a moving path makes smaller.
+        freeze_rtol: the tolerance of ``freeze_window`` (a non-negative number).
     """
 
     step_size: float = 0.1
@@ -114,9 +128,11 @@ class WalkOptions:
     check_every: int = 50
     progress: bool = True
     stop: StopRule | None = None
+    freeze_window: int | None = None
+    freeze_rtol: float = 1e-3
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "record_every", "check_every"):  # 3.0 -> 3, after the checks
+        for name in ("max_steps", "record_every", "check_every", "freeze_window"):  # 3.0 -> 3, after the checks
             value = getattr(self, name)
             if _is_whole(value):
                 object.__setattr__(self, name, int(value))
@@ -139,6 +155,13 @@ class WalkOptions:
                              f"{self.record_every!r}")
         if not _is_whole(self.check_every) or self.check_every < 1:
             raise ValueError(f"check_every must be a positive integer, got {self.check_every!r}")
+        if self.freeze_window is not None and (not _is_whole(self.freeze_window)
+                                               or self.freeze_window < 1):
+            raise ValueError(f"freeze_window must be a positive integer or None, got "
+                             f"{self.freeze_window!r}")
+        if not _is_number(self.freeze_rtol) or not 0 <= self.freeze_rtol < math.inf:
+            raise ValueError(f"freeze_rtol must be a finite non-negative number, got "
+                             f"{self.freeze_rtol!r}")
         if self.stop is not None and not callable(self.stop):
             raise ValueError(f"stop must be a function stop(step, distance) -> bool or None, got "
                              f"{type(self.stop).__name__}")
@@ -221,6 +244,7 @@ class _Walk:
         """The periodic check (one host-device sync); returns whether the walk ends now."""
         bad_p = (torch.zeros((), device=dist.device) if self.log_p is None
                  else (~torch.isfinite(self.log_p.index_select(0, self.idx))).any(1).sum())
+        frozen_now = self._freeze(t)
         n_active, n_arrived, d_min, bad_d, bad_p = torch.stack(
             [self.active.sum().to(dist.dtype), (self.code == _ARRIVED).sum().to(dist.dtype),
              dist.min(), (~torch.isfinite(dist)).sum().to(dist.dtype),
@@ -242,11 +266,26 @@ class _Walk:
             self.code = torch.where(self.active, _USER, self.code)
             self.active = torch.zeros_like(self.active)
             return True
-        if n_active < self.n_idx:
-            keep = self.active if arrived_now is None else self.active | arrived_now
+        if n_active < self.n_idx:  # the paths that stopped now take one more, still step for p
+            keep = self.active
+            for now in (arrived_now, frozen_now):
+                keep = keep if now is None else keep | now
             self.idx = keep.nonzero().squeeze(1)
             self.n_idx = self.idx.numel()
         return False
+
+    def _freeze(self, t: int) -> Tensor | None:
+        """Stop the running paths whose best distance improved by at most ``freeze_rtol`` times
+        the start over the last ``freeze_window`` steps; returns the mask of those (or None)."""
+        window = self.opt.freeze_window
+        if window is None or t < window:
+            return None
+        best_then = self.dist[:, : t - window + 1].amin(1)
+        best_now = self.dist[:, : t + 1].amin(1)
+        frozen = self.active & (best_then - best_now <= self.opt.freeze_rtol * self.dist[:, 0])
+        self.code = torch.where(frozen, _FROZEN, self.code)
+        self.active = self.active & ~frozen
+        return frozen
 
     def _keep(self, t: int) -> None:
         self.kept.append((t, self.x.clone(), self.log_p.exp()))

@@ -87,6 +87,17 @@ def test_path_summary_verdicts():
     assert rows[1]["drop"] == pytest.approx(4.0)
 
 
+def test_path_summary_measures_each_path_over_its_own_last_steps():
+    # the first path stopped at step 2 (its distance stays put after): over steps 0..2 it fell 4
+    distance = torch.tensor([[10.0, 8.0, 6.0, 6.0, 6.0], [10.0, 9.99, 9.98, 9.97, 9.96]],
+                            dtype=torch.float64)
+    rows = path_summary(distance, torch.tensor([2, 4]), torch.tensor([False, False]), window=2,
+                        frozen=torch.tensor([True, False]))
+    assert [r["drop"] for r in rows] == pytest.approx([4.0, 0.02])
+    assert [r["verdict"] for r in rows] == ["frozen", "stalled"]
+    assert rows[0]["stalled"] and rows[0]["frozen"] and not rows[1]["frozen"]
+
+
 def test_kernel_fraction_runs_in_eval_mode_and_restores_it():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 8), nn.Tanh(), nn.Dropout(0.5), nn.Linear(8, 4)).double()

@@ -126,6 +126,36 @@ def test_linear_model_path_arrives_on_a_straight_line(linear):
     torch.testing.assert_close(result.probs[:, -1], linear(result.final).softmax(-1), **F64)
 
 
+def test_frozen_paths_stop_and_moving_ones_do_not(linear):
+    # D_x is the same plane for every x. Toward a target 1 off the plane and 3.05 along it the
+    # exact path reaches its closest point (distance sqrt(1 + 0.05^2)) at step 30, then zigzags
+    # there; with a window of 10 steps the check at step 40 finds no progress and freezes it.
+    # The other target lies in the plane at 2.05: that path moves until it arrives (step 20).
+    source = torch.randn(2, 20, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    along = toward_row_space(linear, source, [3.05, 2.05]) - source
+    rows = linear.weight.detach() - linear.weight.detach().mean(0)  # D_x = their row space
+    plane = torch.linalg.svd(rows).Vh[:4]  # rank C - 1 = 4
+    off = torch.randn(20, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    off = off - plane.T @ (plane @ off)
+    target = source + along + torch.stack([off / off.norm(), torch.zeros_like(off)])
+    kwargs = dict(step_size=0.1, tol=0.1, max_steps=200, progress=False, check_every=5)
+    frozen = horizontal_path(linear, source, target, freeze_window=10, freeze_rtol=1e-3, **kwargs)
+    assert frozen.frozen.tolist() == [True, False]
+    assert frozen.stop_reason[0].startswith("frozen") and frozen.arrived.tolist() == [False, True]
+    assert frozen.steps_taken.tolist() == [40, 20]
+    closest = math.sqrt(1 + 0.05**2)
+    assert frozen.distance[0, 30:].min().item() == pytest.approx(closest, rel=1e-9)
+    assert (frozen.distance[0, 40:] == frozen.distance[0, 40]).all()  # it stays where it froze
+    full = horizontal_path(linear, source, target, **kwargs)  # no freezing: the whole budget
+    assert full.steps_taken.tolist() == [200, 20] and not full.frozen.any()
+    assert full.distance[0].min().item() == pytest.approx(closest, rel=1e-9)
+    torch.testing.assert_close(full.distance[:, :41], frozen.distance[:, :41], **F64)
+    with pytest.raises(ValueError, match="freeze_window"):
+        horizontal_path(linear, source, target, freeze_window=0, **kwargs)
+    with pytest.raises(ValueError, match="freeze_rtol"):
+        horizontal_path(linear, source, target, freeze_window=5, freeze_rtol=-1.0, **kwargs)
+
+
 @pytest.mark.parametrize("projection", ["exact", "scores"])
 def test_horizontal_batched_equals_one_at_a_time(cnn, images, projection):
     # not "authors": its extra direction is rounding error, which changes with the batch size
