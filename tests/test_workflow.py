@@ -1,15 +1,18 @@
 """The publishing workflow (.github/workflows/book.yml) is valid and does what the README says.
 
 Three levels, all offline: the YAML loads and holds the required jobs, steps and permissions; it
-validates against GitHub's workflow schema (the copy vendored in ``check-jsonschema``); and, when
-``actionlint`` is on the PATH, actionlint passes too (its PyPI wrapper downloads the binary at
-install time, which an offline machine cannot do, so it is optional). Each ``run:`` script is also
-checked by ``bash -n``.
+validates against GitHub's workflow schema (the copy vendored in ``check-jsonschema``, with its
+schema that requires a ``timeout-minutes`` on every job); and, when ``actionlint`` is on the PATH,
+actionlint passes too (its PyPI wrapper downloads the binary at install time, which an offline
+machine cannot do, so it is optional). Each ``run:`` script is also checked by ``bash -n``.
+``.github/dependabot.yml`` is checked against the vendored Dependabot schema.
 """
 
 from __future__ import annotations
 
+import ast
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,23 +23,62 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
+DEPENDABOT = ROOT / ".github" / "dependabot.yml"
+
+#: The first major version of each action (repository) whose action.yml has ``runs.using:
+#: node24``; upload-pages-artifact is a composite action, and v5 is its first major whose inner
+#: actions/upload-artifact (v7) runs on node24. Every action the workflow uses must be listed.
+NODE24_MAJOR = {
+    "actions/checkout": 5,
+    "actions/setup-python": 6,
+    "actions/cache": 5,  # also actions/cache/restore and actions/cache/save
+    "actions/upload-artifact": 6,  # v5 only had "preliminary" Node 24 support, still node20
+    "actions/download-artifact": 7,  # likewise v6
+    "actions/configure-pages": 6,
+    "actions/upload-pages-artifact": 5,
+    "actions/deploy-pages": 5,
+}
+
+#: The long computations, each run in a step of its own before the build, as the chapters call them.
+LONG_RUNS = ("reference_run", "trace_run", "cifar_reference_model")
+#: Keyword arguments that do not change what is computed or cached.
+NOT_IN_CACHE_KEY = {"progress", "verbose"}
+
+
+def load_yaml(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if True in data:  # YAML 1.1 reads the key `on` as True
+        data["on"] = data.pop(True)
+    return data
 
 
 @pytest.fixture(scope="module")
 def workflow() -> dict:
-    data = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
-    data["on"] = data.pop(True, data.get("on"))  # YAML 1.1 reads the key `on` as True
-    return data
+    return load_yaml(WORKFLOW)
 
 
 def steps(workflow: dict, job: str) -> list[dict]:
     return workflow["jobs"][job]["steps"]
 
 
+def action_of(step: dict) -> str:
+    return step.get("uses", "").split("@")[0]
+
+
 def uses(workflow: dict, job: str, action: str) -> dict:
-    found = [s for s in steps(workflow, job) if s.get("uses", "").split("@")[0] == action]
+    found = [s for s in steps(workflow, job) if action_of(s) == action]
     assert found, f"job {job} does not use {action}"
-    assert re.fullmatch(r"v\d+", found[0]["uses"].split("@")[1]), "pin actions to a major version"
+    assert len(found) == 1, f"job {job} uses {action} {len(found)} times; pass the step instead"
+    return found[0]
+
+
+def index(workflow: dict, job: str, step: dict) -> int:
+    return next(i for i, s in enumerate(steps(workflow, job)) if s is step)
+
+
+def named(workflow: dict, job: str, name: str) -> dict:
+    found = [s for s in steps(workflow, job) if s.get("name") == name]
+    assert len(found) == 1, f"job {job} has {len(found)} steps named {name!r}"
     return found[0]
 
 
@@ -44,25 +86,119 @@ def runs(workflow: dict, job: str) -> str:
     return "\n".join(s.get("run", "") for s in steps(workflow, job))
 
 
-def test_triggers_and_jobs(workflow):
-    assert workflow["on"]["push"]["branches"] == ["main"]
-    assert "workflow_dispatch" in workflow["on"]
-    assert set(workflow["jobs"]) == {"build", "deploy"}
-    assert workflow["jobs"]["deploy"]["needs"] == "build"
-    assert workflow["concurrency"]["group"] == "pages"
+def evaluate(expression: str, context: dict[str, str]) -> bool:
+    """Evaluate an ``if:`` made of ``github.<name> ==|!= '<literal>'`` terms joined by ``&&``
+    (the only form this workflow uses; anything else fails the test rather than guessing)."""
+    expression = re.sub(r"^\$\{\{(.*)\}\}$", r"\1", expression.strip()).strip()
+    result = True
+    for term in expression.split("&&"):
+        m = re.fullmatch(r"\s*(github\.\w+)\s*(==|!=)\s*'([^']*)'\s*", term)
+        assert m, f"unsupported term {term!r} in {expression!r}"
+        result &= (context[m[1]] == m[3]) == (m[2] == "==")
+    return result
 
+
+def calls(code: str, name: str) -> list[ast.Call]:
+    """The calls of the function ``name`` (``name(...)`` or ``module.name(...)``) in ``code``."""
+    return [node for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) == name]
+
+
+def signature(call: ast.Call) -> tuple[int, dict[str, str]]:
+    """How a call determines its result: positional count and keyword values (minus display)."""
+    return len(call.args), {k.arg: ast.unparse(k.value) for k in call.keywords
+                            if k.arg not in NOT_IN_CACHE_KEY}
+
+
+def chapter_calls(name: str) -> list[tuple[str, ast.Call]]:
+    """``(page, call)`` for every one-line call of ``name`` in the code cells of book/*.md."""
+    found = []
+    for page in sorted((ROOT / "book").glob("*.md")):
+        cells = re.findall(r"^```\{code-cell\}[^\n]*\n(.*?)^```", page.read_text(), re.M | re.S)
+        for line in "\n".join(cells).splitlines():
+            if f"{name}(" in line:
+                found += [(page.name, c) for c in calls(line.strip(), name)]
+    return found
+
+
+def python_c(step: dict) -> str:
+    """The code of a ``python -c "..."`` step."""
+    argv = shlex.split(step["run"])
+    assert argv[:2] == ["python", "-c"] and len(argv) == 3, f"not a python -c step: {step['run']}"
+    return argv[2]
+
+
+# --- triggers, jobs, permissions ----------------------------------------------------------------
+
+PUSH_MAIN = {"github.event_name": "push", "github.ref": "refs/heads/main"}
+DISPATCH_MAIN = {"github.event_name": "workflow_dispatch", "github.ref": "refs/heads/main"}
+PULL_REQUEST = {"github.event_name": "pull_request", "github.ref": "refs/pull/7/merge"}
+DISPATCH_BRANCH = {"github.event_name": "workflow_dispatch", "github.ref": "refs/heads/feature"}
+
+
+def test_triggers_and_jobs(workflow):
+    on = workflow["on"]
+    assert on["push"]["branches"] == ["main"]
+    assert on["pull_request"]["branches"] == ["main"]
+    assert "workflow_dispatch" in on
+    assert set(workflow["jobs"]) == {"build", "notebooks", "deploy"}
+    assert workflow["jobs"]["notebooks"]["needs"] == "build"
+    assert set(workflow["jobs"]["deploy"]["needs"]) == {"build", "notebooks"}, \
+        "deploy after the notebooks are pushed: the pages open them from the branch"
+    assert "if" not in workflow["jobs"]["build"], "pull requests must build too"
+    assert isinstance(workflow["jobs"]["build"]["timeout-minutes"], int)
+
+
+def test_concurrency_keeps_deployments_in_group_pages(workflow):
+    concurrency = workflow["concurrency"]
+    group = concurrency["group"]
+    # pushes and dispatches: the group "pages"; pull requests: a group of their own
+    assert re.fullmatch(r"\$\{\{\s*github\.event_name == 'pull_request' && .+ \|\| 'pages'\s*\}\}",
+                        group), group
+    assert "pages'" not in group.split("||")[0], "a pull request must not share the group pages"
+    # a running deployment is never cancelled (only pull requests cancel their older build)
+    assert concurrency["cancel-in-progress"] in (False, "${{ github.event_name == 'pull_request' }}")
+
+
+@pytest.mark.parametrize("job", ["deploy", "notebooks"])
+def test_deploy_and_notebooks_run_only_for_main(workflow, job):
+    condition = workflow["jobs"][job]["if"]
+    assert evaluate(condition, PUSH_MAIN) and evaluate(condition, DISPATCH_MAIN)
+    assert not evaluate(condition, PULL_REQUEST), f"{job} must skip pull requests"
+    assert not evaluate(condition, DISPATCH_BRANCH), f"{job} must skip other branches"
+
+
+def test_evaluate_is_not_trivially_true():
+    assert not evaluate("github.ref == 'refs/heads/main'", DISPATCH_BRANCH)
+    assert evaluate("${{ github.event_name != 'pull_request' }}", PUSH_MAIN)
+    with pytest.raises(AssertionError, match="unsupported"):
+        evaluate("github.ref == 'refs/heads/main' || always()", PUSH_MAIN)
+
+
+def test_permissions_are_least_privilege(workflow):
+    jobs = workflow["jobs"]
+    assert workflow["permissions"] == {"contents": "read"}
+    assert jobs["build"]["permissions"] == {"contents": "read"}
+    assert jobs["notebooks"]["permissions"] == {"contents": "write"}
+    assert jobs["deploy"]["permissions"] == {"pages": "write", "id-token": "write"}
+    assert "git push" not in runs(workflow, "build"), "the build job has no write permission"
+    assert uses(workflow, "build", "actions/checkout").get("with", {}).get(
+        "persist-credentials") is False, "the build runs the chapters: keep the token out of .git"
+
+
+# --- the build ----------------------------------------------------------------------------------
 
 def test_build_installs_and_builds_with_full_mnist(workflow):
     assert uses(workflow, "build", "actions/checkout")
-    assert str(uses(workflow, "build", "actions/setup-python")["with"]["python-version"]) == "3.11"
+    setup = uses(workflow, "build", "actions/setup-python")["with"]
+    assert str(setup["python-version"]) == "3.11" and setup["cache"] == "pip"
     script = runs(workflow, "build")
     assert "pip install -r requirements.txt" in script
-    assert "jupyter-book build ." in script
-    assert workflow["jobs"]["build"]["env"]["LEAFKIT_DATA"] == "full"
+    assert "jupyter-book build . --warningiserror --keep-going" in script
+    env = workflow["jobs"]["build"]["env"]
+    assert env["LEAFKIT_DATA"] == "full"
+    assert env["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
     assert "load_mnist('full')" in script
-    caches = [s["with"]["path"] for s in steps(workflow, "build")
-              if s.get("uses", "").startswith("actions/cache@")]
-    assert "~/.cache/leafkit" in caches and any(p.startswith("_build") for p in caches)
 
 
 def test_chapters_data_is_downloaded(workflow):
@@ -73,23 +209,109 @@ def test_chapters_data_is_downloaded(workflow):
         assert loader in script, f"a chapter calls {loader} but the workflow does not download it"
 
 
+@pytest.mark.parametrize("name", LONG_RUNS)
+def test_long_runs_have_steps_of_their_own_before_the_build(workflow, name):
+    build = named(workflow, "build", "Build the book")
+    found = [s for s in steps(workflow, "build") if f"{name}(" in s.get("run", "")]
+    assert len(found) == 1, f"{name} should run in exactly one step, found {len(found)}"
+    step = found[0]
+    assert index(workflow, "build", step) < index(workflow, "build", build)
+    code = python_c(step)
+    assert sum(f"{other}(" in code for other in LONG_RUNS) == 1, "one long run per step"
+    (call,) = calls(code, name)
+    # the same arguments as the chapters, so the build loads the cached result
+    pages = chapter_calls(name)
+    assert pages, f"no chapter calls {name}: drop its step"
+    for page, page_call in pages:
+        assert signature(call) == signature(page_call), \
+            f"{page} calls {ast.unparse(page_call)}, the workflow {ast.unparse(call)}"
+
+
+def test_signature_detects_different_arguments():
+    (a,) = calls("monitoring.trace_run(data)", "trace_run")
+    (b,) = calls("leafkit.trace_run(leafkit.load_mnist('full'), progress=False)", "trace_run")
+    (c,) = calls("leafkit.trace_run(data, epochs=10)", "trace_run")
+    assert signature(a) == signature(b) and signature(a) != signature(c)
+
+
+CACHES = {  # path -> the key prefix it had before the restore/save split (unchanged)
+    "~/.cache/leafkit": "leafkit-data-${{ hashFiles('leafkit/**', 'requirements.txt') }}-",
+    "_build/.jupyter_cache": "book-${{ hashFiles('leafkit/**', 'requirements.txt', '_config.yml', "
+                             "'benchmarks/**') }}-${{ hashFiles('book/**') }}-",
+}
+
+
+@pytest.mark.parametrize("path", sorted(CACHES))
+def test_caches_restored_before_and_saved_after_the_long_steps(workflow, path):
+    assert not [s for s in steps(workflow, "build") if action_of(s) == "actions/cache"], \
+        "restore and save separately, so a failed build still saves"
+    (restore,) = [s for s in steps(workflow, "build")
+                  if action_of(s) == "actions/cache/restore" and s["with"]["path"] == path]
+    (save,) = [s for s in steps(workflow, "build")
+               if action_of(s) == "actions/cache/save" and s["with"]["path"] == path]
+    assert restore["with"]["key"].startswith(CACHES[path])
+    assert CACHES[path] in restore["with"]["restore-keys"].split("\n")
+    assert save["with"]["key"] == f"${{{{ steps.{restore['id']}.outputs.cache-primary-key }}}}"
+    assert re.match(r"always\(\)( &&|$)", save["if"]), "save even when a step failed"
+    order = [index(workflow, "build", s) for s in steps(workflow, "build")
+             if any(f"{name}(" in s.get("run", "") for name in LONG_RUNS)
+             or s.get("name") == "Build the book"]
+    assert len(order) == len(LONG_RUNS) + 1
+    assert index(workflow, "build", restore) < min(order)
+    assert index(workflow, "build", save) > max(order)
+
+
+def test_execution_reports_uploaded_when_the_build_fails(workflow):
+    (step,) = [s for s in steps(workflow, "build") if action_of(s) == "actions/upload-artifact"
+               and s["with"]["path"] == "_build/html/reports"]
+    assert step["if"] == "failure()"
+    assert index(workflow, "build", step) > index(workflow, "build",
+                                                  named(workflow, "build", "Build the book"))
+
+
+# --- publishing ---------------------------------------------------------------------------------
+
 def test_pages_deployment(workflow):
     assert uses(workflow, "build", "actions/upload-pages-artifact")["with"]["path"] == "_build/html"
-    assert uses(workflow, "build", "actions/configure-pages")
+    assert not [s for s in steps(workflow, "build") if action_of(s) == "actions/configure-pages"], \
+        "configure-pages reads the Pages API (pages: read), which the build job does not have"
     deploy = workflow["jobs"]["deploy"]
-    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
     assert deploy["environment"]["name"] == "github-pages"
     assert uses(workflow, "deploy", "actions/deploy-pages")["id"] == "deployment"
 
 
 def test_notebooks_for_colab_and_binder(workflow):
-    script = runs(workflow, "build")
-    assert "python tools/make_notebooks.py --site _build/html" in script
-    assert "HEAD:refs/heads/notebooks" in script
-    assert workflow["jobs"]["build"]["permissions"]["contents"] == "write"
-    order = [s.get("name", s.get("uses", "")) for s in steps(workflow, "build")]
-    assert order.index("Build the book") < order.index("Notebooks for Colab and Binder"), \
+    generate = named(workflow, "build", "Notebooks for Colab and Binder")
+    assert generate["run"] == "python tools/make_notebooks.py --site _build/html"
+    assert index(workflow, "build", named(workflow, "build", "Build the book")) \
+        < index(workflow, "build", generate), \
         "generate the notebooks after the build: book/*.ipynb next to book/*.md would be pages too"
+    (upload,) = [s for s in steps(workflow, "build") if action_of(s) == "actions/upload-artifact"
+                 and s["with"]["path"] == "book/*.ipynb"]
+    assert index(workflow, "build", upload) > index(workflow, "build", generate)
+    download = uses(workflow, "notebooks", "actions/download-artifact")
+    assert download["with"] == {"name": upload["with"]["name"], "path": "book"}
+    assert uses(workflow, "notebooks", "actions/checkout")
+    script = runs(workflow, "notebooks")
+    assert "git add --force book/*.ipynb" in script
+    assert "git push --force origin HEAD:refs/heads/notebooks" in script
+    order = steps(workflow, "notebooks")
+    assert order.index(download) < next(i for i, s in enumerate(order) if "git push" in s.get("run", ""))
+
+
+# --- versions, scripts, schemas -----------------------------------------------------------------
+
+def test_actions_are_pinned_to_node24_majors(workflow):
+    pinned = [(job, s["uses"]) for job in workflow["jobs"] for s in steps(workflow, job)
+              if "uses" in s]
+    assert {u.split("@")[0] for _, u in pinned} >= {"actions/checkout", "actions/deploy-pages"}
+    for job, use in pinned:
+        action, _, ref = use.partition("@")
+        repo = "/".join(action.split("/")[:2])
+        assert re.fullmatch(r"v\d+", ref), f"{job}: pin {use} to a major version (vN)"
+        assert repo in NODE24_MAJOR, f"{job}: {repo} is not in NODE24_MAJOR: check its runs.using"
+        assert int(ref[1:]) >= NODE24_MAJOR[repo], \
+            f"{job}: {use} runs on node20; v{NODE24_MAJOR[repo]} is the first node24 major"
 
 
 def test_scripts_are_valid_bash(workflow):
@@ -99,16 +321,43 @@ def test_scripts_are_valid_bash(workflow):
                 proc = subprocess.run(["bash", "-n"], input=step["run"], text=True,
                                       capture_output=True)
                 assert proc.returncode == 0, f"{job}/{step.get('name')}: {proc.stderr}"
-    for path in re.findall(r"python (\S+\.py)", runs(workflow, "build")):
-        assert (ROOT / path).is_file(), f"the workflow runs {path}, which does not exist"
+                for path in re.findall(r"python (\S+\.py)", step["run"]):
+                    assert (ROOT / path).is_file(), f"the workflow runs {path}, which does not exist"
 
 
-def test_matches_github_workflow_schema():
+def test_dependabot_updates_the_actions():
+    config = load_yaml(DEPENDABOT)
+    assert config["version"] == 2
+    (update,) = [u for u in config["updates"] if u["package-ecosystem"] == "github-actions"]
+    assert update["directory"] == "/"
+    assert update["schedule"]["interval"] == "weekly"
+
+
+def check_jsonschema(schema: str, path: Path) -> subprocess.CompletedProcess:
     pytest.importorskip("check_jsonschema")
-    proc = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
-                           "vendor.github-workflows", str(WORKFLOW)],
-                          capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema,
+                           str(path)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("schema, path", [
+    ("vendor.github-workflows", WORKFLOW),
+    ("custom.github-workflows-require-timeout", WORKFLOW),
+    ("vendor.dependabot", DEPENDABOT),
+])
+def test_matches_schema(schema, path):
+    proc = check_jsonschema(schema, path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_schemas_reject_what_they_should(tmp_path):
+    """The schema checks can fail: a job without a timeout, Dependabot without a schedule."""
+    text = WORKFLOW.read_text(encoding="utf-8")
+    no_timeout = tmp_path / "book.yml"
+    no_timeout.write_text(re.sub(r"^    timeout-minutes: \d+\n", "", text, flags=re.M))
+    assert check_jsonschema("custom.github-workflows-require-timeout", no_timeout).returncode != 0
+    no_schedule = tmp_path / "dependabot.yml"
+    no_schedule.write_text(re.sub(r"(?s)\n    schedule:.*", "\n", DEPENDABOT.read_text()))
+    assert check_jsonschema("vendor.dependabot", no_schedule).returncode != 0
 
 
 def test_actionlint():
