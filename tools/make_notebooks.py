@@ -6,7 +6,10 @@ website:
 
 1. writes ``book/<chapter>.ipynb`` for every notebook chapter of ``_toc.yml`` (no outputs), with a
    first cell that installs leafkit from the repository when it is missing (on Colab; on Binder
-   it is already installed by ``binder/requirements.txt``, so the cell does nothing);
+   it is already installed by ``binder/requirements.txt``, so the cell does nothing), and with
+   its markdown converted from MyST to the plain Markdown that Colab and JupyterLab render
+   (``tools/myst_to_markdown.py``: citations, cross-references, directives, the book's TeX
+   macros, solutions folded away; the website's hidden check cells are hidden there too);
 2. commits them on top of the published commit to the branch ``notebooks`` (force-pushed; the
    generated files are never committed to ``main``);
 3. points each page's Colab and Binder buttons at ``<branch>/book/<chapter>.ipynb``.
@@ -22,13 +25,19 @@ The tests (``tests/test_notebooks.py``) generate every notebook and check it, of
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
+import sys
 from pathlib import Path
 
 import jupytext
 import nbformat
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import myst_to_markdown  # noqa: E402  (tools/ is not a package)
+from myst_to_markdown import leftover_myst  # noqa: E402, F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 BRANCH = "notebooks"  # the branch the workflow pushes the generated notebooks to
@@ -68,13 +77,22 @@ def install_source(root: Path = ROOT, ref: str | None = None) -> str:
                                branch=ref or repo.get("branch", "main"))
 
 
+@functools.lru_cache(maxsize=4)
+def book_index(root: Path = ROOT) -> myst_to_markdown.BookIndex:
+    """Titles, labels, macros and BibTeX entries of the book at ``root`` (read once)."""
+    return myst_to_markdown.BookIndex.load(root)
+
+
 def make_notebook(chapter: Path, root: Path = ROOT,
                   ref: str | None = None) -> nbformat.NotebookNode:
-    """The chapter as an ``.ipynb`` without outputs, the install cell (leafkit at ``ref``) first."""
+    """The chapter as an ``.ipynb`` without outputs, the install cell (leafkit at ``ref``) first,
+    its markdown in plain Jupyter Markdown and a "References" cell last when it cites."""
     nb = jupytext.read(chapter)
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
+    doc = chapter.resolve().relative_to(root.resolve()).with_suffix("").as_posix()
+    nb.cells = myst_to_markdown.convert_cells(nb.cells, book_index(root), doc)
     install = nbformat.v4.new_code_cell(install_source(root, ref), metadata={"tags": [INSTALL_TAG]})
     nb.cells.insert(0, install)
     nb.metadata.pop("jupytext", None)  # a plain notebook, not paired with the .md
