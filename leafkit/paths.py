@@ -104,7 +104,7 @@ def horizontal_path(model: nn.Module, source: Tensor, target: Tensor, *,
       ``v = Q Q^T d``. ``Q``'s last column is a unit vector orthogonal to ``D_x`` made of
       rounding error, but not a random one: at confident points (``1 - p_max <= 3e-4``) it is
       almost exactly the direction that raises all scores equally (``J_s^T 1`` off ``D_x``,
-      measured |cos| near 1 by :mod:`leafkit.authors`), because the most likely class's row
+      measured ``|cos|`` near 1 by :mod:`leafkit.authors`), because the most likely class's row
       ``g_max = sum_{i != max} p_i (g_s,max - g_s,i)`` is computed from ``1 - fl(p_max)``;
       elsewhere it is rounding noise. Such paths depend on the route of ``J``, the batch, the
       device and the library (a different order of operations gives a different tenth
