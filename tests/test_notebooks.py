@@ -472,6 +472,35 @@ def test_built_pages_have_rewritable_launch_buttons(tmp_path):
         assert f"/v2/gh/{org_repo}/notebooks?urlpath=tree/{path}" in new, page
 
 
+def test_download_button_serves_the_generated_notebook(tmp_path):
+    site = tmp_path / "html"
+    (site / "_sources" / "book").mkdir(parents=True)
+    served = site / "_sources" / "book" / "setup.ipynb"
+    served.write_text("{}")  # what myst-nb wrote: the raw chapter
+    generated = tmp_path / "book" / "setup.ipynb"
+    generated.parent.mkdir()
+    nbformat.write(make_notebooks.make_notebook(ROOT / "book" / "setup.md"), generated)
+    assert make_notebooks.publish_downloads(site, [generated], root=tmp_path) == 1
+    assert served.read_bytes() == generated.read_bytes()
+    with pytest.raises(FileNotFoundError, match="download target"):
+        make_notebooks.publish_downloads(tmp_path / "elsewhere", [generated], root=tmp_path)
+
+
+@pytest.mark.site
+def test_built_pages_download_from_where_the_notebooks_go():
+    """On the real build, each chapter's ".ipynb" button points at ``_sources/<chapter>.ipynb``."""
+    html_dir = ROOT / "_build" / "html"
+    if not (html_dir / "index.html").is_file():
+        pytest.skip("no built site")
+    for chapter in CHAPTERS:
+        rel = chapter.relative_to(ROOT).with_suffix(".ipynb")
+        page = (html_dir / rel.with_suffix(".html")).read_text(encoding="utf-8")
+        link = re.search(r'href="([^"]+\.ipynb)"[^>]*\n?\s*class="[^"]*btn-download-notebook', page)
+        assert link, f"no .ipynb download button on {rel.with_suffix('.html')}"
+        assert (html_dir / rel.parent / link.group(1)).resolve() == \
+            (html_dir / "_sources" / rel).resolve()
+
+
 def test_binder_environment():
     lines = [ln.strip() for ln in (ROOT / "binder" / "requirements.txt").read_text().splitlines()
              if ln.strip() and not ln.startswith("#")]

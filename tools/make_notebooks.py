@@ -12,12 +12,13 @@ website:
    macros, solutions folded away; the website's hidden check cells are hidden there too);
 2. commits them on top of the published commit to the branch ``notebooks`` (force-pushed; the
    generated files are never committed to ``main``);
-3. points each page's Colab and Binder buttons at ``<branch>/book/<chapter>.ipynb``.
+3. points each page's Colab and Binder buttons at ``<branch>/book/<chapter>.ipynb``;
+4. makes each page's ".ipynb" download button serve that notebook.
 
 Usage::
 
     python tools/make_notebooks.py                    # step 1, into book/
-    python tools/make_notebooks.py --site _build/html # step 1 and step 3 on the built site
+    python tools/make_notebooks.py --site _build/html # step 1, and steps 3-4 on the built site
 
 The tests (``tests/test_notebooks.py``) generate every notebook and check it, offline.
 """
@@ -138,6 +139,21 @@ def relink_site(site: Path, root: Path = ROOT, branch: str = BRANCH) -> int:
     return changed
 
 
+def publish_downloads(site: Path, notebooks: list[Path], root: Path = ROOT) -> int:
+    """Step 4: the ".ipynb" download button of each page serves the generated notebook.
+
+    sphinx-book-theme links it to ``_sources/<chapter>.ipynb``, which myst-nb writes as the raw
+    MyST chapter in notebook form; it is replaced by the plain-Markdown notebook of step 1.
+    Returns how many were replaced; a missing target (a theme that links elsewhere) is an error.
+    """
+    for notebook in notebooks:
+        target = site / "_sources" / notebook.resolve().relative_to(root.resolve())
+        if not target.is_file():
+            raise FileNotFoundError(f"the site has no download target {target} for {notebook}")
+        target.write_bytes(notebook.read_bytes())
+    return len(notebooks)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--site", type=Path, help="built website whose launch buttons to rewrite")
@@ -146,11 +162,13 @@ def main() -> None:
                         help="commit or branch the install cell installs leafkit from "
                              "(default: $GITHUB_SHA, else the branch in _config.yml)")
     args = parser.parse_args()
-    for path in write_notebooks(ref=args.ref):
+    written = write_notebooks(ref=args.ref)
+    for path in written:
         print(f"wrote {path.relative_to(ROOT)}")
     if args.site:
         print(f"launch buttons now open the '{args.branch}' notebooks on "
-              f"{relink_site(args.site, branch=args.branch)} pages")
+              f"{relink_site(args.site, branch=args.branch)} pages; "
+              f"{publish_downloads(args.site, written)} pages download them")
 
 
 if __name__ == "__main__":
