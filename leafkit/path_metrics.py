@@ -13,6 +13,7 @@ Paper: Section 4.3, Algorithm 4.1, Figures 4-6.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 from .checks import eval_mode
 from .geometry import log_prob_jacobian
 from .projection import project_kernel
+from .tables import Table
 
 __all__ = ["Transition", "classes_visited", "entropy", "interpolation_gap", "kernel_fraction",
            "linear_interpolation", "path_summary", "plateau_change", "segment_distance",
@@ -199,9 +201,10 @@ def settling_step(points: torch.Tensor, target: torch.Tensor, record_steps: torc
 
 
 def path_summary(distance: torch.Tensor, steps_taken: torch.Tensor, arrived: torch.Tensor, *,
-                 window: int, stall_rtol: float = 0.01,
-                 frozen: torch.Tensor | None = None) -> list[dict]:
-    """One line of numbers a path: where it started and ended, and whether it arrived, stalled,
+                 window: int, stall_rtol: float = 0.01, frozen: torch.Tensor | None = None,
+                 projection: Sequence[str] | None = None,
+                 pair: Sequence[str] | None = None) -> Table:
+    """One row of numbers a path: where it started and ended, and whether it arrived, stalled,
     froze or was still closing in when its budget ran out.
 
     A path that did not arrive has *stalled* when its distance fell by less than
@@ -217,19 +220,28 @@ def path_summary(distance: torch.Tensor, steps_taken: torch.Tensor, arrived: tor
         window: steps over which the last fall of the distance is measured.
         stall_rtol: the fall, relative to the start, below which a path counts as stalled.
         frozen: `(B,)` whether each path froze (``PathResult.frozen``); ``None``: none did.
+        projection: `B` names of each path's projection, shown as the first column.
+        pair: `B` labels of each path's pair (``"4 -> 9"``), shown next.
 
     Returns:
-        For each path a dict with ``start``, ``final``, ``fraction`` (final / start), ``steps``,
-        ``drop`` (fall over its last ``window`` steps), ``arrived``, ``stalled``, ``frozen`` and
-        ``verdict`` (``"arrived"``, ``"frozen"``, ``"stalled"`` or ``"closing"``).
+        A :class:`~leafkit.tables.Table`, one row a path, that renders as a table on a page.
+        Each row holds ``start``, ``final``, ``fraction`` (final / start), ``steps``, ``drop``
+        (fall over its last ``window`` steps), ``arrived``, ``stalled``, ``frozen`` and
+        ``verdict`` (``"arrived"``, ``"frozen"``, ``"stalled"`` or ``"closing"``), plus
+        ``projection`` and ``pair`` when given.
 
     Paper: Algorithm 4.1 (the stopping rule ``||d - x|| <= 1``), Figures 4-6.
     """
+    B = distance.shape[0]
     if not 1 <= window < distance.shape[1]:
         raise ValueError(f"window must be in [1, {distance.shape[1] - 1}], got {window}")
+    labels = {"projection": projection, "pair": pair}
+    for name, values in labels.items():
+        if values is not None and len(values) != B:
+            raise ValueError(f"{name} needs one label per path ({B}), got {len(values)}")
     end = steps_taken.clamp(max=distance.shape[1] - 1)
     rows = []
-    for b in range(distance.shape[0]):
+    for b in range(B):  # B small numbers, already on the host: a row each
         s = int(end[b])
         start, final = float(distance[b, 0]), float(distance[b, -1])
         drop = float(distance[b, max(s - window, 0)] - distance[b, s])
@@ -237,7 +249,13 @@ def path_summary(distance: torch.Tensor, steps_taken: torch.Tensor, arrived: tor
         stalled = not bool(arrived[b]) and (is_frozen or drop < stall_rtol * start)
         verdict = ("arrived" if arrived[b] else "frozen" if is_frozen
                    else "stalled" if stalled else "closing")
-        rows.append({"start": start, "final": final, "fraction": final / start,
-                     "steps": int(steps_taken[b]), "drop": drop, "arrived": bool(arrived[b]),
-                     "stalled": stalled, "frozen": is_frozen, "verdict": verdict})
-    return rows
+        rows.append({**{k: v[b] for k, v in labels.items() if v is not None},
+                     "verdict": verdict, "steps": int(steps_taken[b]), "start": start,
+                     "final": final, "fraction": final / start, "drop": drop,
+                     "arrived": bool(arrived[b]), "stalled": stalled, "frozen": is_frozen})
+    shown = [k for k, v in labels.items() if v is not None]
+    shown += ["verdict", "steps", "start", "final", "fraction", "drop"]
+    fall = f"fall over the last {window} steps"
+    return Table(rows, columns=shown,
+                 formats={"start": ".2f", "final": ".2f", "fraction": ".0%", "drop": ".2f"},
+                 headers={"final": "end", "fraction": "end / start", "drop": fall})

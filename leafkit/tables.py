@@ -26,13 +26,30 @@ class Table:
         columns: the keys to show, in order (default: all keys of the first row); other keys
             stay available through :meth:`column` (e.g. per-point tensors behind a summary).
         formats: per column, a format spec (``".2e"``) or a function value -> ``str``.
+        headers: per column, the name shown in the header (default: the key itself), so rows
+            keep short keys while the page reads ``"end / start"``.
+
+    Raises:
+        ValueError: when ``formats`` or ``headers`` name a column that is not shown, or a row
+            lacks a shown column.
     """
 
     def __init__(self, rows: Sequence[Mapping], columns: Sequence[str] | None = None,
-                 formats: Mapping[str, str | Callable[[object], str]] | None = None):
+                 formats: Mapping[str, str | Callable[[object], str]] | None = None,
+                 headers: Mapping[str, str] | None = None):
         self.rows = [dict(r) for r in rows]
         self.columns = list(columns if columns is not None else (self.rows[0] if self.rows else []))
         self.formats = dict(formats or {})
+        self.headers = dict(headers or {})
+        for what, names in (("formats", self.formats), ("headers", self.headers)):
+            unknown = sorted(set(names) - set(self.columns))
+            if unknown:
+                raise ValueError(f"{what} name columns that are not shown: {unknown} "
+                                 f"(shown: {self.columns})")
+        for i, row in enumerate(self.rows):
+            missing = [c for c in self.columns if c not in row]
+            if missing:
+                raise ValueError(f"row {i} has no value for the columns {missing}")
 
     def column(self, name: str) -> list:
         """All values of one column (shown or not)."""
@@ -43,6 +60,13 @@ class Table:
 
     def __iter__(self) -> Iterator[dict]:
         return iter(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        """Row ``index`` as a dict (all keys, shown or not)."""
+        return self.rows[index]
+
+    def _titles(self) -> list[str]:
+        return [self.headers.get(c, c) for c in self.columns]
 
     def _cell(self, name: str, value: object) -> str:
         fmt = self.formats.get(name)
@@ -57,8 +81,9 @@ class Table:
 
     def __str__(self) -> str:
         cells = self._cells()
-        widths = [max(len(c), *(len(row[k]) for row in cells)) for k, c in enumerate(self.columns)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(self.columns, widths)),
+        titles = self._titles()
+        widths = [max(len(c), *(len(row[k]) for row in cells)) for k, c in enumerate(titles)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(titles, widths)),
                  "  ".join("-" * w for w in widths)]
         lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
         return "\n".join(lines)
@@ -66,7 +91,7 @@ class Table:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self._titles())
         body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
                        for row in self._cells())
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

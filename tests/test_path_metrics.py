@@ -106,3 +106,18 @@ def test_kernel_fraction_runs_in_eval_mode_and_restores_it():
     model.train()
     torch.testing.assert_close(kernel_fraction(model, x, target), expected)
     assert model.training and model[2].training
+
+
+def test_path_summary_is_a_labelled_table():
+    distance = torch.tensor([[10.0, 6.0, 6.0, 5.99], [10.0, 8.0, 6.0, 4.0]])
+    table = path_summary(distance, torch.tensor([3, 3]), torch.tensor([False, False]), window=2,
+                         projection=["exact", "random"], pair=["4 -> 9", "4 -> 9"])
+    lines = str(table).splitlines()
+    assert lines[0].split()[:4] == ["projection", "pair", "verdict", "steps"]
+    assert "fall over the last 2 steps" in lines[0] and "end / start" in lines[0]
+    assert lines[2].split() == ["exact", "4", "->", "9", "stalled", "3", "10.00", "5.99", "60%",
+                                "0.01"]
+    assert "<td>random</td><td>4 -&gt; 9</td><td>closing</td>" in table._repr_html_()
+    with pytest.raises(ValueError, match=r"pair needs one label per path \(2\), got 1"):
+        path_summary(distance, torch.tensor([3, 3]), torch.tensor([False, False]), window=2,
+                     pair=["4 -> 9"])

@@ -47,3 +47,21 @@ def test_format_bytes():
     assert tables.format_bytes(2_458_624) == "2.46 MB"
     assert tables.format_bytes(90.6e9) == "90.6 GB"
     assert tables.format_bytes(3e15) == "3e+03 TB"
+
+
+def test_table_headers_rename_shown_columns_and_rows_index():
+    table = tables.Table([{"frac": 0.5, "n": 3}, {"frac": 0.25, "n": 4}],
+                         formats={"frac": ".0%"}, headers={"frac": "end / start"})
+    assert str(table).splitlines()[0] == "end / start  n"
+    assert "<th>end / start</th><th>n</th>" in table._repr_html_()
+    assert "<td>25%</td><td>4</td>" in table._repr_html_()
+    assert table[1] == {"frac": 0.25, "n": 4} and table[-1]["n"] == 4
+
+
+def test_table_refuses_formats_or_headers_of_unshown_columns():
+    with pytest.raises(ValueError, match=r"headers name columns that are not shown: \['b'\]"):
+        tables.Table([{"a": 1, "b": 2}], columns=["a"], headers={"b": "B"})
+    with pytest.raises(ValueError, match="formats name columns"):
+        tables.Table([{"a": 1}], formats={"z": ".2f"})
+    with pytest.raises(ValueError, match=r"row 1 has no value for the columns \['a'\]"):
+        tables.Table([{"a": 1}, {"b": 2}], columns=["a"])
