@@ -25,7 +25,8 @@ from .geometry import (kl_divergence, kl_from_scores, local_data_matrix,
                        local_data_matrix_from_jacobian, local_data_spectrum, local_data_trace,
                        local_data_trace_from_jacobian, log_prob_jacobian,
                        log_prob_jacobian_from_scores, numerical_rank, score_jacobian)
-from .fisher import local_fisher_matrix, log_prob_parameter_jacobian
+from .fisher import (fisher_vector_product, local_fisher_matrix, log_prob_parameter_jacobian,
+                     score_balance)
 from .projection import default_rtol, project_kernel, project_tangent, tangent_basis
 from .frobenius import (involutivity_residual, lie_brackets, log_prob_hessian_vector_products,
                         parameter_involutivity_residual, parameter_lie_brackets,

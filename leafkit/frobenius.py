@@ -18,11 +18,14 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
 
-from .checks import _scores, check_batch, check_model, eval_mode
+from .checks import _scores, check_batch, check_jacobian, check_model, eval_mode
+from .fisher import fisher_vector_product
 from .geometry import _flat_parameters, log_prob_jacobian
 from .projection import tangent_basis
 
 __all__ = [
+    "affine_lie_brackets",
+    "affine_log_prob_hessian",
     "involutivity_residual",
     "lie_brackets",
     "log_prob_hessian_vector_products",
@@ -134,6 +137,52 @@ def lie_brackets(model: nn.Module, x: Tensor) -> Tensor:
     Paper: eq. (3.5) (its sign convention).
     """
     return _lie_brackets(model, x)[0]
+
+
+def affine_log_prob_hessian(J: Tensor, log_p: Tensor, J_s: Tensor, V: Tensor) -> Tensor:
+    """``H(log p_i) v`` as the proof of Theorem 3.1 computes it when the scores are piecewise
+    affine (``H(s_k) = 0``, eq. 3.9): ``-sum_k (grad s_k^T v) p_k g_k``, the same for every class.
+
+    For such a network this equals :func:`log_prob_hessian_vector_products` for every ``i``;
+    for a smooth one it does not (the term ``sum_k p_k H(s_k)`` is missing).
+
+    Args:
+        J: ``(B, C, n)``, rows ``g_k = grad log p_k`` (:func:`leafkit.log_prob_jacobian`).
+        log_p: ``(B, C)``.
+        J_s: ``(B, C, n)``, rows ``grad s_k`` (:func:`leafkit.score_jacobian`).
+        V: ``(B, m, n)``, ``m`` directions a sample.
+
+    Returns:
+        ``(B, m, n)``.
+
+    Paper: eq. (3.10) (with the minus sign; the printed (3.11) has the opposite one).
+    """
+    check_jacobian(J, log_p)
+    check_jacobian(J_s, name="J_s")
+    if J_s.shape != J.shape or V.dim() != 3 or V.shape[::2] != J.shape[::2]:
+        raise ValueError(f"need J_s of the shape of J {tuple(J.shape)} and V of shape (B, m, n) = "
+                         f"({J.shape[0]}, m, {J.shape[2]}), got J_s {tuple(J_s.shape)} and V "
+                         f"{tuple(V.shape)}")
+    return -(V @ J_s.mT * log_p.exp().unsqueeze(1)) @ J  # (B, m, C) weighted, back to (B, m, n)
+
+
+def affine_lie_brackets(J: Tensor, log_p: Tensor) -> Tensor:
+    """The brackets ``[g_i, g_j] = G (g_i - g_j)`` of a piecewise-affine network, in closed form.
+
+    When every ``H(log p_i) = -G`` (eq. 3.10 for ReLU networks), eq. (3.5) gives
+    ``[g_i, g_j] = -G g_j + G g_i``: a vector of ``range G = D_x``, which is Theorem 3.1.
+
+    Args:
+        J: ``(B, C, n)``.
+        log_p: ``(B, C)``.
+
+    Returns:
+        ``(B, C, C, n)``, ``[b, i, j] = G (g_i - g_j)``, comparable with :func:`lie_brackets`.
+
+    Paper: eqs. (3.5), (3.10), Theorem 3.1.
+    """
+    Gg = fisher_vector_product(J, log_p, J)  # G g_i, (B, C, n)
+    return Gg.unsqueeze(2) - Gg.unsqueeze(1)
 
 
 def _bracket_residual(fields: Tensor, brackets: Tensor, rtol: float | None,

@@ -9,13 +9,15 @@ from torch import nn
 from cases import assert_close
 from leafkit import MLP, MnistCNN
 from leafkit.frobenius import (
+    affine_lie_brackets,
+    affine_log_prob_hessian,
     involutivity_residual,
     lie_brackets,
     log_prob_hessian_vector_products,
     parameter_involutivity_residual,
     parameter_lie_brackets,
 )
-from leafkit.geometry import local_data_matrix_from_jacobian, log_prob_jacobian
+from leafkit.geometry import local_data_matrix_from_jacobian, log_prob_jacobian, score_jacobian
 
 DT = torch.float64
 SMOOTH = ["tanh", "softplus", "gelu"]
@@ -139,3 +141,29 @@ def test_bad_vectors():
         log_prob_hessian_vector_products(model, x, torch.randn(3, 2, 4, dtype=DT))
     with pytest.raises(ValueError, match="at least 3 dimensions"):
         log_prob_hessian_vector_products(model, x, torch.randn(3, 5, dtype=DT))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_affine_closed_forms_hold_for_relu_and_break_for_tanh(activation):
+    """eq. (3.10) and [g_i, g_j] = G (g_i - g_j) against the full-Hessian oracles."""
+    model, x = tiny(activation, seed=1)
+    J, log_p = log_prob_jacobian(model, x)
+    J_s, _ = score_jacobian(model, x)
+    V = torch.randn(3, 2, 5, dtype=DT)
+    hessian = oracles.log_prob_hessians(model, x)  # (B, C, n, n), full autograd Hessians
+    exact = torch.einsum("bcij,bmj->bcmi", hessian, V)  # H(log p_c) v for every class
+    closed = affine_log_prob_hessian(J, log_p, J_s, V)
+    gap = (exact - closed.unsqueeze(1)).norm() / exact.norm()
+    brackets_gap = ((oracles.lie_brackets(model, x) - affine_lie_brackets(J, log_p)).norm()
+                    / oracles.lie_brackets(model, x).norm())
+    if activation == "relu":
+        assert gap < 1e-12 and brackets_gap < 1e-12
+    else:
+        assert gap > 1e-2 and brackets_gap > 1e-2
+
+
+def test_affine_log_prob_hessian_rejects_mismatched_shapes():
+    model, x = tiny("relu")
+    J, log_p = log_prob_jacobian(model, x)
+    with pytest.raises(ValueError, match=r"V of shape \(B, m, n\) = \(3, m, 5\)"):
+        affine_log_prob_hessian(J, log_p, J, torch.zeros(3, 5, dtype=DT))
