@@ -12,6 +12,9 @@ Paper: Figures 3-6 (the paths, frame by frame).
 
 from __future__ import annotations
 
+import html as _html
+import re
+import warnings
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -23,7 +26,7 @@ from .data import denormalize
 from .path_metrics import linear_interpolation
 
 __all__ = ["frame_figure", "path_and_interpolation", "path_scrubber", "path_strip",
-           "show_images"]
+           "scrubber_alt", "show_images", "with_alt"]
 
 
 def _pixels(images: torch.Tensor) -> np.ndarray:
@@ -229,7 +232,7 @@ def path_and_interpolation(model, result, rows: Sequence[int], source: torch.Ten
 
 
 def path_scrubber(result, index: int = 0, *, frames: int = 40, title: str = "",
-                  dpi: int = 60):
+                  dpi: int = 60, alt: str | None = None):
     """A kernel-free scrubber of one path: an HTML/JavaScript animation with a slider.
 
     Pre-renders at most ``frames`` of the recorded points (image, class probabilities, and the
@@ -242,9 +245,13 @@ def path_scrubber(result, index: int = 0, *, frames: int = 40, title: str = "",
         frames: the most frames to embed (evenly spread over the recorded points).
         title: a line shown above the image.
         dpi: resolution of the embedded frames (keeps the page small).
+        alt: the alt text of the player's image; ``None``: a description made from the path
+            (:func:`scrubber_alt`: what each frame shows, the steps, the predicted class at the
+            first and at the last frame).
 
     Returns:
-        ``IPython.display.HTML``; display it (it is the value of a cell).
+        ``IPython.display.HTML``; display it (it is the value of a cell). Its ``<img>`` carries
+        the ``alt`` attribute (the slider swaps only the image's ``src``).
 
     Raises:
         ValueError: ``index`` out of range or ``frames < 2``.
@@ -293,4 +300,43 @@ def path_scrubber(result, index: int = 0, *, frames: int = 40, title: str = "",
     anim = animation.FuncAnimation(fig, draw, frames=len(cols), interval=200, blit=False)
     html = anim.to_jshtml(default_mode="once")
     plt.close(fig)
-    return HTML(html)
+    if alt is None:
+        alt = scrubber_alt(result, index, cols, title=title)
+    return HTML(with_alt(html, alt))
+
+
+def scrubber_alt(result, index: int, cols: torch.Tensor | None = None, *, title: str = "") -> str:
+    """The default alt text of :func:`path_scrubber`: what a frame shows, the frames' steps and
+    the predicted class (with its probability) at the first and at the last frame.
+
+    Args:
+        result: a :class:`~leafkit.paths.PathResult`.
+        index: which path of the batch.
+        cols: the recorded points the player shows; ``None``: all of them.
+        title: the player's title, quoted in the text when given.
+    """
+    if cols is None:
+        cols = torch.arange(result.points.shape[1])
+    steps = result.record_steps[cols]
+    probs = result.probs[index, cols]
+    horizontal = result.kind == "horizontal"
+    what = "a horizontal path" if horizontal else "a walk across leaves"
+    label = "distance to the target" if horizontal else "distance from the start"
+    p0, c0 = probs[0].max(-1)
+    p1, c1 = probs[-1].max(-1)
+    return (f"Player of {what}" + (f" ({title})" if title else "") + f", with a slider over "
+            f"{len(cols)} frames from step {int(steps[0])} to step {int(steps[-1])}. Each frame "
+            f"shows the image, a bar chart of the class probabilities and the {label} along the "
+            f"path with the current step marked. The predicted class is {int(c0)} with "
+            f"probability {float(p0):.2f} at the first frame and {int(c1)} with probability "
+            f"{float(p1):.2f} at the last.")
+
+
+def with_alt(html: str, alt: str) -> str:
+    """``html`` with ``alt`` set on every ``<img>`` that has no ``alt`` attribute (the frame of
+    matplotlib's ``to_jshtml`` player has none)."""
+    tag = re.compile(r"<img\b(?![^>]*\salt=)")
+    out, n = tag.subn(f'<img alt="{_html.escape(alt, quote=True)}"', html)
+    if n == 0 and "<img" in html and " alt=" not in html:
+        warnings.warn("path_scrubber: found no <img> to put the alt text on", stacklevel=3)
+    return out

@@ -3,13 +3,17 @@
 Each function returns a widget that a reader runs in Jupyter, Colab or Binder: it computes paths
 with a progress bar and shows a slider over the recorded frames with the class probabilities
 beside the image. Every explorer also renders a default output when its cell runs
-non-interactively (nbval, the book build), and none of them blocks.
+non-interactively (nbval, the book build), and none of them blocks. The frame is shown as an HTML
+``<img>`` whose ``alt`` text describes it (ipywidgets' ``Image`` view has no alt attribute); the
+same PNG stays in a hidden ``ipywidgets.Image``, the explorer's last child, for code that reads it.
 
 Paper: Section 4 (Figures 3-6).
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 
 import matplotlib.pyplot as plt
@@ -51,6 +55,12 @@ def figure_png(fig) -> bytes:
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _frame_html(png: bytes, alt: str) -> str:
+    """An ``<img>`` of the PNG (a data URL, kept in the saved notebook) with its alt text."""
+    return (f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" '
+            f'alt="{html.escape(alt, quote=True)}" style="max-width: 100%">')
 
 
 def cross_leaf_explorer(model: nn.Module, data, *, index: int = 0, step_size: float = 0.1,
@@ -110,9 +120,9 @@ def cross_leaf_explorer(model: nn.Module, data, *, index: int = 0, step_size: fl
     bar = w.IntProgress(0, min=0, max=steps, description="walk", style=style)
     frame = w.IntSlider(0, min=0, max=0, description="frame", continuous_update=False,
                         style=style, layout=w.Layout(width="500px"))
-    picture = w.Image(format="png")
+    view, picture = w.HTML(), w.Image(format="png", layout=w.Layout(display="none"))
     box = w.VBox([w.HBox([index_box, digit_box, seed_box]), w.HBox([alpha_box, steps_box]),
-                  w.HBox([run_button, bar]), frame, picture])
+                  w.HBox([run_button, bar]), frame, view, picture])
 
     def pick_digit(change) -> None:
         if change["new"] is not None:
@@ -129,6 +139,14 @@ def cross_leaf_explorer(model: nn.Module, data, *, index: int = 0, step_size: fl
             res.points[0, k], res.probs[0, k], title=title, highlight=start,
             curve=(res.record_steps, p_start), marker=int(res.record_steps[k]),
             curve_label=f"p(class {start})"))
+        p, c = res.probs[0, k].max(-1)
+        t = int(res.record_steps[k])
+        view.value = _frame_html(picture.value, (
+            f"Frame {k + 1} of {len(res.record_steps)} of a walk across leaves from test image "
+            f"{box.index}, at step {t}, distance {float(res.distance[0, t]):.2f} from the start: "
+            f"the image, classified {int(c)} with probability {float(p):.2f}; a "
+            f"bar chart of the class probabilities, the starting class {start} highlighted; and "
+            f"the probability of class {start} along the walk, {float(p_start[k]):.2f} here."))
 
     def run(_=None) -> None:
         bar.max, bar.value = steps_box.value, 0
@@ -318,11 +336,11 @@ def path_explorer(model: nn.Module, data, *, source: int = 0, target: int | None
     bar = w.IntProgress(0, min=0, max=max_steps, description="path", style=style)
     frame = w.IntSlider(0, min=0, max=0, description="frame", continuous_update=False,
                         style=style, layout=w.Layout(width="500px"))
-    picture = w.Image(format="png")
+    view, picture = w.HTML(), w.Image(format="png", layout=w.Layout(display="none"))
     box = w.VBox([w.HBox([source_box, source_digit]),
                   w.HBox([target_box, target_digit, mirror_box]),
                   w.HBox([proj_box, alpha_box, steps_box]), w.HBox([run_button, bar]),
-                  frame, picture])
+                  frame, view, picture])
 
     def show(_=None) -> None:
         res: PathResult = box.result
@@ -335,6 +353,13 @@ def path_explorer(model: nn.Module, data, *, source: int = 0, target: int | None
             res.points[0, k], res.probs[0, k], title=title, highlight=box.target_class,
             curve=(range(res.distance.shape[1]), res.distance[0].numpy()), marker=t,
             curve_label="distance to target"))
+        p, c = res.probs[0, k].max(-1)
+        view.value = _frame_html(picture.value, (
+            f"Frame {k + 1} of {len(res.record_steps)} of a horizontal path {box.pair}, at step "
+            f"{t}: the image, classified {int(c)} with probability {float(p):.2f}; a bar chart "
+            f"of the class probabilities, the target's class {box.target_class} highlighted; "
+            f"and the distance to the target along the path, {float(res.distance[0, t]):.2f} "
+            f"here{' (arrived)' if title.endswith('(arrived)') else ''}."))
 
     def run(_=None) -> None:
         bar.max, bar.value = steps_box.value, 0

@@ -7,6 +7,10 @@ rendered DOM:
 * math is typeset: MathJax produced an ``mjx-container`` for every math element Sphinx wrote, and
   no raw ``$$``, ``\\[`` or ``\\(`` is left in the text outside code blocks;
 * every image loaded (``naturalWidth > 0``): figures, frames of the kernel-free scrubbers, logos;
+* every image has alt text: not missing, not empty, and not a file path (what Sphinx writes when a
+  figure has none: ``_images/<hash>.png``); this covers the players' frames and the images the
+  widget manager has rendered by then. Only an image hidden from everyone (``display: none`` on
+  the image itself, or ``aria-hidden="true"``) is exempt;
 * every ipywidget whose state the page embeds was rendered by the widget manager;
 * the browser logged no console error and no uncaught exception, and no local file failed to load.
 
@@ -293,6 +297,29 @@ def broken_images(page) -> list[str]:
         .map(img => img.getAttribute('src').slice(0, 120))""")
 
 
+IMAGES_WITHOUT_ALT = r"""() => [...document.images]
+    .filter(img => getComputedStyle(img).display !== 'none'
+                   && img.getAttribute('aria-hidden') !== 'true')
+    .map(img => {
+        const src = (img.getAttribute('src') || '').slice(0, 80);
+        const alt = img.getAttribute('alt');
+        if (alt === null) return `no alt: ${src}`;
+        const text = alt.trim();
+        if (!text) return `empty alt: ${src}`;
+        if (/\.(png|svg|jpe?g|gif)$/i.test(text) || text.startsWith('_images/')
+            || text.includes('/'))
+            return `alt looks like a file path (${text.slice(0, 60)}): ${src}`;
+        return null;
+    })
+    .filter(problem => problem !== null)"""
+
+
+def images_without_alt(page) -> list[str]:
+    """Images a reader can see whose alt text is missing, empty or a file path (call it after the
+    widgets have rendered, so that their images are in the DOM)."""
+    return page.evaluate(IMAGES_WITHOUT_ALT)
+
+
 def record_checks(page_path: str, counts: dict) -> None:
     """Add one page's counts to ``_build/screenshots/checks.json`` (what the run looked at)."""
     summary_file = SCREENSHOTS / "checks.json"
@@ -312,6 +339,7 @@ def test_page_renders_in_browser(page_path, site_url, browser_context):
         math = wait_for_math(page)
         views, rendered = wait_for_widgets(page)
         broken = broken_images(page)
+        no_alt = images_without_alt(page)
         page.wait_for_load_state("networkidle")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=SCREENSHOTS / page_path.replace("/", "__").replace(".html", ".png"),
@@ -320,12 +348,13 @@ def test_page_renders_in_browser(page_path, site_url, browser_context):
         record_checks(page_path, {
             "formulas": math["source"], "typeset": math["typeset"], "raw_tex": math["raw"],
             "images": page.evaluate("() => document.images.length"), "broken_images": broken,
-            "widgets": views, "widgets_rendered": rendered, "errors": len(errors),
+            "images_without_alt": no_alt, "widgets": views, "widgets_rendered": rendered, "errors": len(errors),
             "known_upstream_errors": len(visit.errors) - len(errors)})
         assert math["typeset"] >= math["source"], \
             f"MathJax typeset {math['typeset']} of {math['source']} formulas"
         assert not math["raw"], f"raw TeX delimiters left in the page text: {math['raw']}"
         assert not broken, f"images that did not load: {broken}"
+        assert not no_alt, "images without alt text:\n" + "\n".join(no_alt)
         assert rendered == views, f"only {rendered} of {views} widgets rendered"
         assert not visit.blocked, f"requests that tried to leave the machine: {visit.blocked}"
         assert not errors, "browser errors:\n" + "\n".join(errors)
