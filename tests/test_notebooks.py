@@ -38,7 +38,7 @@ STANDARD_TEX = set("""
     big Big bigg lVert rVert Vert langle rangle mid cdot cdots dots ldots times top perp in notin
     subseteq subset cup cap approx sim ne neq le ge ll gg pm to mapsto implies iff leftarrow
     rightarrow Rightarrow quad qquad text mathrm mathbf mathbb mathcal operatorname tag begin
-    end hat tilde bar
+    end hat tilde bar overline dot ast
 """.split())
 MYST_MARKERS = re.compile(r"^ {0,3}(?:`{3,}|:{3,})\{(solution-start|solution-end)\}", re.M)
 
