@@ -90,9 +90,19 @@ class Table:
 
     __repr__ = __str__
 
+    def _numeric(self, name: str) -> bool:
+        return bool(self.rows) and all(isinstance(r[name], (int, float)) and
+                                       not isinstance(r[name], bool) for r in self.rows)
+
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self._titles())
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+        """A padded HTML table; columns of numbers are right-aligned so that digits line up."""
+        pad = "padding: 0.15em 0.7em"
+        styles = [f"{pad}; text-align: {'right' if self._numeric(c) else 'left'}"
+                  for c in self.columns]
+        head = "".join(f'<th style="{st}">{html.escape(c)}</th>'
+                       for c, st in zip(self._titles(), styles))
+        body = "".join("<tr>" + "".join(f'<td style="{st}">{html.escape(v)}</td>'
+                                        for v, st in zip(row, styles)) + "</tr>"
                        for row in self._cells())
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
