@@ -31,6 +31,19 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "cnn": (lambda: MnistCNN(channels=(4, 8), hidden=32), (1, 28, 28)),
     "mlp_batchnorm": (_normed_mlp, (12,)),
 }
+#: The front matter of a MyST-Markdown notebook chapter, for synthetic chapters in tests.
+MYST_FRONT_MATTER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+"""
+
 DTYPES = (torch.float32, torch.float64)
 DEVICES = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
 #: comparison tolerances per dtype, for quantities of order one

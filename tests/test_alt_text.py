@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cases import MYST_FRONT_MATTER
 
 jupytext = pytest.importorskip("jupytext")
 
@@ -82,17 +83,7 @@ def test_every_figure_cell_has_alt_text():
     assert not problems, "figure cells without alt text:\n" + "\n".join(problems)
 
 
-CHAPTER = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
+CHAPTER = MYST_FRONT_MATTER + """
 # A chapter
 
 ```{code-cell} ipython3

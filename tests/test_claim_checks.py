@@ -14,20 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from cases import MYST_FRONT_MATTER
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CHAPTER = '''---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
+CHAPTER = MYST_FRONT_MATTER + '''
 # One claim
 
 ```{code-cell} ipython3

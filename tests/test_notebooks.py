@@ -23,6 +23,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 import pytest
+from cases import MYST_FRONT_MATTER
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -244,18 +245,7 @@ SYNTHETIC_OTHER = """\
 (sec-two)=
 ## Section two
 """
-SYNTHETIC_CHAPTER = """\
----
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
+SYNTHETIC_CHAPTER = MYST_FRONT_MATTER + """
 (ch)=
 # A chapter on $\\D$
 
