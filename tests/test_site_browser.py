@@ -348,7 +348,8 @@ def test_page_renders_in_browser(page_path, site_url, browser_context):
         record_checks(page_path, {
             "formulas": math["source"], "typeset": math["typeset"], "raw_tex": math["raw"],
             "images": page.evaluate("() => document.images.length"), "broken_images": broken,
-            "images_without_alt": no_alt, "widgets": views, "widgets_rendered": rendered, "errors": len(errors),
+            "images_without_alt": no_alt, "widgets": views, "widgets_rendered": rendered,
+            "errors": len(errors),
             "known_upstream_errors": len(visit.errors) - len(errors)})
         assert math["typeset"] >= math["source"], \
             f"MathJax typeset {math['typeset']} of {math['source']} formulas"
