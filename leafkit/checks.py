@@ -5,6 +5,7 @@ routine that differentiates a model runs.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["LOG_P_TOL", "SUPPORTED_DTYPES", "check_batch", "check_jacobian", "check_model",
-           "check_scores", "eval_mode"]
+           "check_scores", "eval_mode", "quiet_forward_mode"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 LOG_P_TOL = 1e-3
@@ -116,6 +117,16 @@ def check_jacobian(J: Tensor, log_p: Tensor | None = None, *, name: str = "J") -
                          f"needs entries <= 0 and logsumexp 0, got largest entry {float(top):.3g} "
                          f"and |logsumexp| up to {float(lse):.3g}. Pass log p, not p or the raw "
                          "scores (log_prob_jacobian returns it)")
+
+
+@contextmanager
+def quiet_forward_mode() -> Iterator[None]:
+    """Silence the FutureWarning about ``torch.jit.script`` that torch's first forward-mode call
+    (``torch.func.jvp``) raises while loading its own decompositions: a warning meant for torch's
+    developers, which would otherwise appear under a reader's cell."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script", category=FutureWarning)
+        yield
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vmap
 
-from .checks import _scores, check_batch, eval_mode
+from .checks import _scores, check_batch, eval_mode, quiet_forward_mode
 from .geometry import (_flat_parameters, kl_from_scores, log_prob_jacobian_from_scores,
                        score_jacobian)
 
@@ -91,7 +91,7 @@ def parameter_kl_second_order(model: nn.Module, x: Tensor, u: Tensor,
     def log_p(params: Tensor) -> Tensor:
         return torch.log_softmax(scores(params), -1)
 
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad(), quiet_forward_mode():
         log_p0, dlog_p = jvp(log_p, (w,), (u,))
         s0 = scores(w)  # (B, C)
         s1 = vmap(lambda e: scores(w + e * u))(eps)  # (E, B, C)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import warnings
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
 
-from .checks import _scores, check_batch, check_jacobian, check_model, eval_mode
+from .checks import (_scores, check_batch, check_jacobian, check_model, eval_mode,
+                     quiet_forward_mode)
 from .fisher import fisher_vector_product
 from .geometry import _flat_parameters, log_prob_jacobian
 from .projection import tangent_basis
@@ -42,8 +42,7 @@ def _forward_over_reverse(model: nn.Module) -> Iterator[None]:
     FutureWarning about ``torch.jit.script`` that torch's first forward-mode call raises while
     loading its own jvp decompositions (a warning meant for torch, not for us). The model runs
     in eval mode (:func:`leafkit.checks.eval_mode`), its mode restored afterwards."""
-    with eval_mode(model), torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.jit.script", category=FutureWarning)
+    with eval_mode(model), torch.no_grad(), quiet_forward_mode():
         yield
 
 

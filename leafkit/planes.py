@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vmap
 
+from .checks import quiet_forward_mode
+
 __all__ = ["PLANE_FIELDS", "PlaneField", "circle"]
 
 
@@ -58,7 +60,8 @@ class PlaneField:
             X = lambda r: self.X(r.unsqueeze(0))[0]
             Y = lambda r: self.Y(r.unsqueeze(0))[0]
             return jvp(Y, (q,), (X(q),))[1] - jvp(X, (q,), (Y(q),))[1]
-        return vmap(one)(p)
+        with quiet_forward_mode():
+            return vmap(one)(p)
 
     def residual(self, p: Tensor) -> Tensor:
         """``||(I - P_D) [X, Y]|| / ||[X, Y]||`` at points ``p`` ``(P, 3)`` (0 where the bracket

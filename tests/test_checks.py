@@ -2,6 +2,7 @@
 with BatchNorm or Dropout are differentiated in eval mode whatever mode they arrive in."""
 
 import math
+import warnings
 
 import cases
 import pytest
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from leafkit import MLP, MnistCNN
-from leafkit.checks import check_batch
+from leafkit.checks import check_batch, quiet_forward_mode
 from leafkit.fisher import local_fisher_matrix
 from leafkit.frobenius import involutivity_residual
 from leafkit.geometry import (kl_divergence, local_data_matrix, local_data_matrix_from_jacobian,
@@ -264,3 +265,12 @@ def test_whole_numbers_of_any_type_count_as_step_counts(pair):
     result = horizontal_path(*pair, max_steps=3.0, tol=None, check_every=np.int64(2),
                              progress=False)
     assert result.steps_taken.tolist() == [3, 3, 3] and result.distance.shape == (3, 4)
+
+
+def test_quiet_forward_mode_hides_only_the_jit_script_warning():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_forward_mode():
+            warnings.warn("`torch.jit.script` is deprecated. Please switch to", FutureWarning)
+            warnings.warn("something else", FutureWarning)
+    assert [str(w.message) for w in caught] == ["something else"]

@@ -11,6 +11,8 @@ rendered DOM:
   figure has none: ``_images/<hash>.png``); this covers the players' frames and the images the
   widget manager has rendered by then. Only an image hidden from everyone (``display: none`` on
   the image itself, or ``aria-hidden="true"``) is exempt;
+* no figure shows the book's own number ("Fig. 16"), which readers would take for the paper's
+  (``_static/figures.css`` hides them; captions name the paper figure instead);
 * every ipywidget whose state the page embeds was rendered by the widget manager;
 * the browser logged no console error and no uncaught exception, and no local file failed to load.
 
@@ -314,6 +316,10 @@ IMAGES_WITHOUT_ALT = r"""() => [...document.images]
     .filter(problem => problem !== null)"""
 
 
+VISIBLE_FIGURE_NUMBERS = """() => [...document.querySelectorAll('figure .caption-number')]
+    .filter(e => getComputedStyle(e).display !== 'none').map(e => e.textContent.trim())"""
+
+
 def images_without_alt(page) -> list[str]:
     """Images a reader can see whose alt text is missing, empty or a file path (call it after the
     widgets have rendered, so that their images are in the DOM)."""
@@ -340,6 +346,7 @@ def test_page_renders_in_browser(page_path, site_url, browser_context):
         views, rendered = wait_for_widgets(page)
         broken = broken_images(page)
         no_alt = images_without_alt(page)
+        figure_numbers = page.evaluate(VISIBLE_FIGURE_NUMBERS)
         page.wait_for_load_state("networkidle")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=SCREENSHOTS / page_path.replace("/", "__").replace(".html", ".png"),
@@ -356,6 +363,7 @@ def test_page_renders_in_browser(page_path, site_url, browser_context):
         assert not math["raw"], f"raw TeX delimiters left in the page text: {math['raw']}"
         assert not broken, f"images that did not load: {broken}"
         assert not no_alt, "images without alt text:\n" + "\n".join(no_alt)
+        assert not figure_numbers, f"the book's own figure numbers are visible: {figure_numbers}"
         assert rendered == views, f"only {rendered} of {views} widgets rendered"
         assert not visit.blocked, f"requests that tried to leave the machine: {visit.blocked}"
         assert not errors, "browser errors:\n" + "\n".join(errors)
