@@ -4,8 +4,8 @@ Each function returns a widget that a reader runs in Jupyter, Colab or Binder: i
 with a progress bar and shows a slider over the recorded frames with the class probabilities
 beside the image. Every explorer also renders a default output when its cell runs
 non-interactively (nbval, the book build), and none of them blocks. The frame is shown as an HTML
-``<img>`` whose ``alt`` text describes it (ipywidgets' ``Image`` view has no alt attribute); the
-same PNG stays in a hidden ``ipywidgets.Image``, the explorer's last child, for code that reads it.
+``<img>`` whose ``alt`` text describes it (ipywidgets' ``Image`` view has no alt attribute), the
+explorer's last child; its PNG is also kept as ``box.frame_png`` for code that reads it.
 
 Paper: Section 4 (Figures 3-6).
 """
@@ -120,9 +120,9 @@ def cross_leaf_explorer(model: nn.Module, data, *, index: int = 0, step_size: fl
     bar = w.IntProgress(0, min=0, max=steps, description="walk", style=style)
     frame = w.IntSlider(0, min=0, max=0, description="frame", continuous_update=False,
                         style=style, layout=w.Layout(width="500px"))
-    view, picture = w.HTML(), w.Image(format="png", layout=w.Layout(display="none"))
+    view = w.HTML()
     box = w.VBox([w.HBox([index_box, digit_box, seed_box]), w.HBox([alpha_box, steps_box]),
-                  w.HBox([run_button, bar]), frame, view, picture])
+                  w.HBox([run_button, bar]), frame, view])
 
     def pick_digit(change) -> None:
         if change["new"] is not None:
@@ -135,13 +135,13 @@ def cross_leaf_explorer(model: nn.Module, data, *, index: int = 0, step_size: fl
         p_start = res.probs[0, :, start]
         title = (f"test image {box.index}, step {int(res.record_steps[k])}\n"
                  f"||x - x0|| = {float(res.distance[0, res.record_steps[k]]):.2f}")
-        picture.value = figure_png(frame_figure(
+        box.frame_png = figure_png(frame_figure(
             res.points[0, k], res.probs[0, k], title=title, highlight=start,
             curve=(res.record_steps, p_start), marker=int(res.record_steps[k]),
             curve_label=f"p(class {start})"))
         p, c = res.probs[0, k].max(-1)
         t = int(res.record_steps[k])
-        view.value = _frame_html(picture.value, (
+        view.value = _frame_html(box.frame_png, (
             f"Frame {k + 1} of {len(res.record_steps)} of a walk across leaves from test image "
             f"{box.index}, at step {t}, distance {float(res.distance[0, t]):.2f} from the start: "
             f"the image, classified {int(c)} with probability {float(p):.2f}; a "
@@ -336,11 +336,11 @@ def path_explorer(model: nn.Module, data, *, source: int = 0, target: int | None
     bar = w.IntProgress(0, min=0, max=max_steps, description="path", style=style)
     frame = w.IntSlider(0, min=0, max=0, description="frame", continuous_update=False,
                         style=style, layout=w.Layout(width="500px"))
-    view, picture = w.HTML(), w.Image(format="png", layout=w.Layout(display="none"))
+    view = w.HTML()
     box = w.VBox([w.HBox([source_box, source_digit]),
                   w.HBox([target_box, target_digit, mirror_box]),
                   w.HBox([proj_box, alpha_box, steps_box]), w.HBox([run_button, bar]),
-                  frame, view, picture])
+                  frame, view])
 
     def show(_=None) -> None:
         res: PathResult = box.result
@@ -349,12 +349,12 @@ def path_explorer(model: nn.Module, data, *, source: int = 0, target: int | None
         title = (f"{box.pair}, step {t}\n||target - x|| = {float(res.distance[0, t]):.2f}"
                  + (" (arrived)" if bool(res.arrived[0]) and k == len(res.record_steps) - 1
                     else ""))
-        picture.value = figure_png(frame_figure(
+        box.frame_png = figure_png(frame_figure(
             res.points[0, k], res.probs[0, k], title=title, highlight=box.target_class,
             curve=(range(res.distance.shape[1]), res.distance[0].numpy()), marker=t,
             curve_label="distance to target"))
         p, c = res.probs[0, k].max(-1)
-        view.value = _frame_html(picture.value, (
+        view.value = _frame_html(box.frame_png, (
             f"Frame {k + 1} of {len(res.record_steps)} of a horizontal path {box.pair}, at step "
             f"{t}: the image, classified {int(c)} with probability {float(p):.2f}; a bar chart "
             f"of the class probabilities, the target's class {box.target_class} highlighted; "

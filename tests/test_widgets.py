@@ -30,7 +30,7 @@ def test_path_explorer_renders_a_default(cnn, data):
     box = path_explorer(cnn, data, source=0, target=5, max_steps=20, record_every=5)
     assert box.result.points.shape[:2] == (1, 5)
     torch.testing.assert_close(box.result.points[0, 0], data.test_x[0])
-    assert box.target_class == 5 and box.children[-1].value[:4] == b"\x89PNG"
+    assert box.target_class == 5 and box.frame_png[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="projection"):
         path_explorer(cnn, data, projection="svd")
 
@@ -54,7 +54,7 @@ def test_cross_leaf_explorer_renders_a_default(cnn, data):
     box = cross_leaf_explorer(cnn, data, index=3, steps=20, record_every=10)
     assert box.result.points.shape[:2] == (1, 3) and box.index == 3
     torch.testing.assert_close(box.result.points[0, 0], data.test_x[3])
-    assert box.children[-1].value[:4] == b"\x89PNG"
+    assert box.frame_png[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("kwargs, message", [
