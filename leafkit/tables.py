@@ -61,8 +61,8 @@ class Table:
     def __iter__(self) -> Iterator[dict]:
         return iter(self.rows)
 
-    def __getitem__(self, index: int) -> dict:
-        """Row ``index`` as a dict (all keys, shown or not)."""
+    def __getitem__(self, index: int | slice) -> dict | list[dict]:
+        """Row ``index`` as a dict (all keys, shown or not); a slice gives a list of rows."""
         return self.rows[index]
 
     def _titles(self) -> list[str]:

@@ -26,7 +26,7 @@ from .data import denormalize
 from .path_metrics import linear_interpolation
 
 __all__ = ["frame_figure", "path_and_interpolation", "path_scrubber", "path_strip",
-           "scrubber_alt", "show_images", "with_alt"]
+           "show_images"]
 
 
 def _pixels(images: torch.Tensor) -> np.ndarray:
@@ -246,8 +246,8 @@ def path_scrubber(result, index: int = 0, *, frames: int = 40, title: str = "",
         title: a line shown above the image.
         dpi: resolution of the embedded frames (keeps the page small).
         alt: the alt text of the player's image; ``None``: a description made from the path
-            (:func:`scrubber_alt`: what each frame shows, the steps, the predicted class at the
-            first and at the last frame).
+            (what each frame shows, the steps, the predicted class at the first and at the last
+            frame).
 
     Returns:
         ``IPython.display.HTML``; display it (it is the value of a cell). Its ``<img>`` carries
@@ -301,11 +301,11 @@ def path_scrubber(result, index: int = 0, *, frames: int = 40, title: str = "",
     html = anim.to_jshtml(default_mode="once")
     plt.close(fig)
     if alt is None:
-        alt = scrubber_alt(result, index, cols, title=title)
-    return HTML(with_alt(html, alt))
+        alt = _scrubber_alt(result, index, cols, title=title)
+    return HTML(_with_alt(html, alt))
 
 
-def scrubber_alt(result, index: int, cols: torch.Tensor | None = None, *, title: str = "") -> str:
+def _scrubber_alt(result, index: int, cols: torch.Tensor | None = None, *, title: str = "") -> str:
     """The default alt text of :func:`path_scrubber`: what a frame shows, the frames' steps and
     the predicted class (with its probability) at the first and at the last frame.
 
@@ -332,7 +332,7 @@ def scrubber_alt(result, index: int, cols: torch.Tensor | None = None, *, title:
             f"{float(p1):.2f} at the last.")
 
 
-def with_alt(html: str, alt: str) -> str:
+def _with_alt(html: str, alt: str) -> str:
     """``html`` with ``alt`` set on every ``<img>`` that has no ``alt`` attribute (the frame of
     matplotlib's ``to_jshtml`` player has none)."""
     tag = re.compile(r"<img\b(?![^>]*\salt=)")
