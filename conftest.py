@@ -26,6 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 os.environ.setdefault("LEAFKIT_DATA", "offline")
+os.environ.setdefault("LEAFKIT_CHECKPOINTS", "off")  # never fetch published checkpoints here
 
 import jupytext  # noqa: E402
 import nbformat  # noqa: E402

@@ -38,7 +38,7 @@ from torch import nn
 
 from .cache import cache_dir, default_device
 from .checks import eval_mode
-from .data import resolve_source
+from .data import SOURCES, resolve_source
 from .models import KerasCifarCNN, VGG11BN
 from .training import TrainResult, accuracy, steps_for_epochs, train
 
@@ -258,7 +258,8 @@ def load_cifar10(source: str | None = None, *, download: bool = True, verbose: b
         RuntimeError: ``"full"`` requested and CIFAR-10 could not be loaded.
         WheelError: the offline images cannot be had or fail their sha256 check.
     """
-    chosen = resolve_source(source, env=CIFAR_DATA_ENV, dataset="CIFAR-10")
+    chosen = resolve_source(source, env=CIFAR_DATA_ENV, dataset="CIFAR-10",
+                            choices=SOURCES)
     device = torch.device(device) if device is not None else default_device()
     data, why = None, "as requested"
     if chosen == "auto" and device.type != "cuda":

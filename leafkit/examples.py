@@ -81,7 +81,8 @@ def example_pairs(data: MNISTData, *, paper: Sequence[tuple[int, int]],
                   offline: Sequence[tuple[int, int]], mirrored: bool = False) -> ExamplePairs:
     """The source/target pairs of one figure on ``data``.
 
-    Full MNIST: the authors' test indices ``paper``. Offline subset: for each
+    Full MNIST (and the rehearsal stand-in of its shape, where they index other digits): the
+    authors' test indices ``paper``. Offline subset: for each
     ``(source class, target class)`` of ``offline``, the first test image of each class.
 
     Args:
@@ -96,7 +97,7 @@ def example_pairs(data: MNISTData, *, paper: Sequence[tuple[int, int]],
     Paper: Figures 4, 5 and 6.
     """
     paper, offline = _check_pairs("paper", paper), _check_pairs("offline", offline)
-    if data.source == "full":
+    if data.full_size:  # full MNIST, or the rehearsal stand-in of its shape
         pairs = paper
         n = len(data.test_y)
         bad = [i for pair in pairs for i in pair if not 0 <= i < n]

@@ -140,8 +140,8 @@ def fixed_images(n_total: int, n_images: int, seed: int = 0) -> Tensor:
 
 def default_trace_images(data) -> int:
     """How many fixed images :func:`trace_run` averages over by default: the paper's 1000 on full
-    MNIST, 500 on the offline subset (where 1000 would nearly double the cost of the whole run)."""
-    return 1000 if data.source == "full" else 500
+    MNIST (and its rehearsal stand-in), 500 on the offline subset (where 1000 would nearly double the cost of the whole run)."""
+    return 1000 if data.full_size else 500
 
 
 def trace_run(data, *, epochs: float = 30, n_images: int | None = None, every: int = 100,

@@ -81,8 +81,9 @@ def reduced_grid(max_steps: int = 100) -> list[GridCell]:
 
 
 def grid_from_env(env: Mapping[str, str] | None = None) -> tuple[str, list[GridCell]]:
-    """``("full", full_grid())`` when ``LEAFKIT_GRID=full``, or ``LEAFKIT_DATA=full`` without
-    ``LEAFKIT_GRID=reduced``; else ``("reduced", reduced_grid())``.
+    """``("full", full_grid())`` when ``LEAFKIT_GRID=full``, or ``LEAFKIT_DATA=full`` (or the
+    rehearsal's ``standin``) without ``LEAFKIT_GRID=reduced``; else
+    ``("reduced", reduced_grid())``.
 
     Raises:
         ValueError: ``LEAFKIT_GRID`` set to something other than ``full`` or ``reduced``.
@@ -91,7 +92,8 @@ def grid_from_env(env: Mapping[str, str] | None = None) -> tuple[str, list[GridC
     grid = env.get("LEAFKIT_GRID", "").strip().lower()
     if grid not in ("", "full", "reduced"):
         raise ValueError(f"LEAFKIT_GRID must be 'full' or 'reduced', got {grid!r}")
-    if grid == "full" or (not grid and env.get("LEAFKIT_DATA", "").strip().lower() == "full"):
+    data = env.get("LEAFKIT_DATA", "").strip().lower()
+    if grid == "full" or (not grid and data in ("full", "standin")):
         return "full", full_grid()
     return "reduced", reduced_grid()
 

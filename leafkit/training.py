@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from .cache import cache_dir, default_device
 from .models import MnistCNN, build_model
+from .published import fetch_checkpoint
 
 __all__ = ["FORMAT_VERSION", "REFERENCE_EPOCHS", "CheckpointError", "TrainConfig", "TrainResult",
            "accuracy", "checkpoint_path", "data_fingerprint", "hook_identity", "load_checkpoint",
@@ -194,7 +195,9 @@ def train(model_config: dict, train_x: torch.Tensor, train_y: torch.Tensor, *, s
             hook's meaning changes.
         device: where to train; ``None``: :func:`leafkit.default_device`. The data are moved
             there once; checkpoints are kept on the CPU.
-        cache: reuse / write the on-disk cache.
+        cache: reuse / write the on-disk cache. A run not in the cache is first looked for
+            among the published checkpoints (:mod:`leafkit.published`; ``LEAFKIT_CHECKPOINTS=off``
+            never looks), which must match its configuration key and sha256.
     Returns:
         TrainResult holding the checkpoints, the log and the training environment.
     Raises:
@@ -222,6 +225,12 @@ def train(model_config: dict, train_x: torch.Tensor, train_y: torch.Tensor, *, s
         if hook else None,
         hook_every=int(hook_every) if hook else 0)
     path = checkpoint_path(config) if cache else None
+    if path is not None and not path.exists() and fetch_checkpoint(config.key(), path):
+        try:
+            return load_checkpoint(path, config)
+        except CheckpointError as err:  # a published file that passed its sha256 but not this
+            path.unlink(missing_ok=True)
+            print(f"leafkit: refused the published checkpoint ({err}); training here", flush=True)
     if path is not None and path.exists():
         return load_checkpoint(path, config)
     result = _run_sgd(config, train_x, train_y, hook, device, progress)

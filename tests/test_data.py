@@ -123,3 +123,31 @@ def test_environment_variable_selects_the_source(cache_tmp, monkeypatch):
     monkeypatch.setenv("LEAFKIT_DATA", "everything")
     with pytest.raises(ValueError, match="unknown MNIST source 'everything'"):
         leafkit.load_mnist(verbose=False)
+
+
+def test_the_standin_has_full_mnists_shape_and_says_what_it_is(offline, capsys):
+    """The rehearsal stand-in: 15 shifted copies of the offline training digits, 10 of the test
+    digits; test image i is offline test image i % 1000, rolled; no test digit in training."""
+    standin = leafkit.load_mnist("standin")
+    assert "REHEARSAL STAND-IN" in capsys.readouterr().out
+    assert standin.source == "standin" and standin.full_size and not offline.full_size
+    assert standin.train_x.shape == (60000, 1, 28, 28) and standin.test_x.shape == (10000, 1, 28, 28)
+    assert standin.train_y.bincount().tolist() == [6000] * 10
+    assert standin.test_y.bincount().tolist() == [1000] * 10
+    assert torch.equal(standin.test_x[:1000], offline.test_x)  # the first copy is unshifted
+    for i in (0, 4185, 9999):
+        copy, j = divmod(i, 1000)
+        assert standin.test_y[i] == offline.test_y[j]
+        rolls = [torch.roll(offline.test_x[j], (dy, dx), (1, 2))
+                 for dy in range(-2, 3) for dx in range(-2, 3)]
+        assert any(torch.equal(standin.test_x[i], r) for r in rolls)
+    assert len({t.numpy().tobytes() for t in standin.test_x}) == 10000  # ten distinct shifts
+    train = {t.numpy().tobytes() for t in standin.train_x}
+    assert len(train) == 60000 and not train & {t.numpy().tobytes() for t in standin.test_x}
+
+
+def test_the_standin_is_for_mnist_only():
+    assert lkdata.resolve_source("standin") == "standin"
+    with pytest.raises(ValueError, match="unknown CIFAR-10 source 'standin'"):
+        lkdata.resolve_source("standin", env="LEAFKIT_CIFAR", dataset="CIFAR-10",
+                              choices=lkdata.SOURCES)

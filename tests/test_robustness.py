@@ -64,6 +64,7 @@ def test_class_pairs_rule(fake_test_set):
 def test_grid_switch():
     assert grid_from_env({})[0] == "reduced"
     assert grid_from_env({"LEAFKIT_GRID": "full"})[0] == "full"
+    assert grid_from_env({"LEAFKIT_DATA": "standin"})[0] == "full"  # the rehearsal of full size
     assert grid_from_env({"LEAFKIT_DATA": "full"})[0] == "full"
     assert grid_from_env({"LEAFKIT_DATA": "full", "LEAFKIT_GRID": "reduced"})[0] == "reduced"
     with pytest.raises(ValueError, match="LEAFKIT_GRID"):
