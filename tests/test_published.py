@@ -133,3 +133,25 @@ def test_the_command_line(publish, tmp_path, capsys):
     assert published.main(["index", str(folder), str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "index.json").exists()
     assert published.main([]) == 2
+
+
+def test_binder_postbuild_fills_the_cache(publish, tmp_path):
+    """binder/postBuild, run as repo2docker runs it (bash, from the repository root), loads the
+    data and fetches every published checkpoint into the image's cache."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder, trained = publish
+    root = Path(__file__).resolve().parent.parent
+    script = root / "binder" / "postBuild"
+    assert os.access(script, os.X_OK), "repo2docker runs postBuild only when it is executable"
+    env = {**os.environ, "LEAFKIT_DATA": "offline",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(script)], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "1 published checkpoints fetched" in done.stdout
+    assert (tmp_path / "reader" / "checkpoints" /
+            leafkit.training.checkpoint_path(trained.config).name).exists()

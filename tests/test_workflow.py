@@ -141,8 +141,9 @@ def test_triggers_and_jobs(workflow):
     assert on["push"]["branches"] == ["main"]
     assert on["pull_request"]["branches"] == ["main"]
     assert "workflow_dispatch" in on
-    assert set(workflow["jobs"]) == {"build", "notebooks", "deploy"}
+    assert set(workflow["jobs"]) == {"build", "notebooks", "checkpoints", "deploy"}
     assert workflow["jobs"]["notebooks"]["needs"] == "build"
+    assert workflow["jobs"]["checkpoints"]["needs"] == "build"
     assert set(workflow["jobs"]["deploy"]["needs"]) == {"build", "notebooks"}, \
         "deploy after the notebooks are pushed: the pages open them from the branch"
     assert "if" not in workflow["jobs"]["build"], "pull requests must build too"
@@ -160,7 +161,7 @@ def test_concurrency_keeps_deployments_in_group_pages(workflow):
     assert concurrency["cancel-in-progress"] in (False, "${{ github.event_name == 'pull_request' }}")
 
 
-@pytest.mark.parametrize("job", ["deploy", "notebooks"])
+@pytest.mark.parametrize("job", ["deploy", "notebooks", "checkpoints"])
 def test_deploy_and_notebooks_run_only_for_main(workflow, job):
     condition = workflow["jobs"][job]["if"]
     assert evaluate(condition, PUSH_MAIN) and evaluate(condition, DISPATCH_MAIN)
@@ -180,6 +181,9 @@ def test_permissions_are_least_privilege(workflow):
     assert workflow["permissions"] == {"contents": "read"}
     assert jobs["build"]["permissions"] == {"contents": "read"}
     assert jobs["notebooks"]["permissions"] == {"contents": "write"}
+    assert jobs["checkpoints"]["permissions"] == {"contents": "write"}
+    assert not [s for s in steps(workflow, "checkpoints") if action_of(s) == "actions/checkout"], \
+        "the release job runs no repository code"
     assert jobs["deploy"]["permissions"] == {"pages": "write", "id-token": "write"}
     assert "git push" not in runs(workflow, "build"), "the build job has no write permission"
     assert uses(workflow, "build", "actions/checkout").get("with", {}).get(
@@ -269,7 +273,47 @@ def test_execution_reports_uploaded_when_the_build_fails(workflow):
                                                   named(workflow, "build", "Build the book"))
 
 
+def test_the_build_fetches_this_repositorys_checkpoints_and_runs_the_reduced_grid(workflow):
+    env = workflow["jobs"]["build"]["env"]
+    assert env["LEAFKIT_CHECKPOINTS"] == ("https://github.com/${{ github.repository }}/releases/"
+                                          "download/checkpoints")
+    assert env["LEAFKIT_GRID"] == "reduced", "the full grid is hours on a 2-core runner"
+    step = named(workflow, "build", "Robustness checkpoints")
+    assert "grid_from_env()" in python_c(step) and "checkpoint_model(" in python_c(step)
+    assert index(workflow, "build", step) < index(workflow, "build",
+                                                  named(workflow, "build", "Build the book"))
+
+
+def test_the_rehearsal_runs_the_workflows_long_steps():
+    """tools/rehearse_full_size.py runs the build job's long steps on the stand-in."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import rehearse_full_size
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    found = dict(rehearse_full_size.long_steps(WORKFLOW))
+    assert {"Train the reference checkpoint", "Trace run for Figure 2",
+            "Robustness checkpoints"} <= set(found)
+    assert all("load_mnist('full')" not in code and "load_mnist()" in code
+               for name, code in found.items() if "MNIST" not in name and "CIFAR" not in name)
+    assert not [name for name in found if "Download" in name]
+
+
 # --- publishing ---------------------------------------------------------------------------------
+
+def test_checkpoints_are_indexed_and_published_to_the_release(workflow):
+    index_step = named(workflow, "build", "Index the checkpoints")
+    assert index_step["run"] == ("python -m leafkit.published index ~/.cache/leafkit/checkpoints "
+                                 "_build/checkpoints")
+    (upload,) = [s for s in steps(workflow, "build") if action_of(s) == "actions/upload-artifact"
+                 and s["with"]["path"] == "_build/checkpoints"]
+    assert index(workflow, "build", upload) > index(workflow, "build", index_step)
+    download = uses(workflow, "checkpoints", "actions/download-artifact")
+    assert download["with"]["name"] == upload["with"]["name"]
+    script = runs(workflow, "checkpoints")
+    assert "gh release upload checkpoints checkpoints/* --clobber" in script
+    assert workflow["jobs"]["checkpoints"]["env"]["GH_TOKEN"] == "${{ github.token }}"
+
 
 def test_pages_deployment(workflow):
     assert uses(workflow, "build", "actions/upload-pages-artifact")["with"]["path"] == "_build/html"
