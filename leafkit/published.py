@@ -167,8 +167,6 @@ def write_index(checkpoints: Path, out: Path) -> dict:
     Returns:
         The index.
     """
-    from .training import FORMAT_VERSION
-
     out.mkdir(parents=True, exist_ok=True)
     entries = {}
     for path in sorted(Path(checkpoints).glob("*.pt")):
@@ -177,7 +175,7 @@ def write_index(checkpoints: Path, out: Path) -> dict:
         except Exception as err:  # noqa: BLE001 - skip anything unreadable, say so
             print(f"skipped {path.name}: unreadable ({type(err).__name__})", file=sys.stderr)
             continue
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        if not isinstance(payload, dict) or not {"format", "key", "config", "checksum"} <= set(payload):
             print(f"skipped {path.name}: not a leafkit checkpoint", file=sys.stderr)
             continue
         shutil.copyfile(path, out / path.name)
@@ -188,7 +186,7 @@ def write_index(checkpoints: Path, out: Path) -> dict:
     return index
 
 
-def main(argv: list[str]) -> int:
+def _main(argv: list[str]) -> int:
     """``index <cache>/checkpoints <folder>`` (publish) or ``fetch`` (everything, into the
     cache)."""
     if argv[:1] == ["index"] and len(argv) == 3:
@@ -204,4 +202,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(_main(sys.argv[1:]))

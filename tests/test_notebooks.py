@@ -117,7 +117,7 @@ def test_leftover_myst_finds_myst():
     """The check above can fail: on the unconverted chapter it finds each kind of construct."""
     found = "\n".join(make_notebooks.leftover_myst(jupytext.read(ROOT / "book" / "foliation.md")))
     for expected in ("role {cite}`grementieri2022model`", "role {func}`", "directive {prf:proof}",
-                     "directive {solution-start}", "(foliation)=", "$$ (eq-3-4)"):
+                     "directive {solution-start}", "(foliation)=", "(eq-3-4)="):
         assert expected in found
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
         "`{doc}` in code is fine\n\n```python\n{x}`y`\n```\n\n{foo}`bar` and [](eq-x)\n"

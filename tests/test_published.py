@@ -128,11 +128,11 @@ def test_write_index_skips_what_is_not_a_leafkit_checkpoint(tmp_path):
 
 def test_the_command_line(publish, tmp_path, capsys):
     folder, _ = publish
-    assert published.main(["fetch"]) == 0
+    assert published._main(["fetch"]) == 0
     assert "1 published checkpoints fetched" in capsys.readouterr().out
-    assert published.main(["index", str(folder), str(tmp_path / "again")]) == 0
+    assert published._main(["index", str(folder), str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "index.json").exists()
-    assert published.main([]) == 2
+    assert published._main([]) == 2
 
 
 def test_binder_postbuild_fills_the_cache(publish, tmp_path):

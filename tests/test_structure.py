@@ -16,7 +16,7 @@ ROOT = Path(leafkit.__file__).parent
 #: Low to high. A module may import from its own layer or a lower one. The involutivity survey
 #: returns a Table, so it sits with the tables (above training, which it trains with).
 LAYERS = [
-    {"cache", "checks", "data", "models", "reproducibility"},
+    {"cache", "checks", "data", "models", "published", "reproducibility"},
     {"geometry"},
     {"fisher", "projection"},
     {"frobenius", "walk"},
