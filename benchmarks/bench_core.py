@@ -162,6 +162,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's own choice for this machine); "
                              "1 avoids thread contention on a machine crowded with other jobs")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the Jacobian step with torch.compile(model) at B = 8 "
+                             "(its first call compiles, tens of seconds; needs a C compiler)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     if args.threads is not None:
@@ -240,6 +243,18 @@ def main() -> None:
     }
     for name, seconds in timed(strategies, repeats, device).items():
         print(f"  {name:<44} {seconds:8.4f}")
+
+    if args.compile:  # the chapters' batches are small: Figure 6 walks 8 paths at once
+        small = images[:8]
+        compiled = torch.compile(model)
+        start = time.perf_counter()
+        log_prob_jacobian(compiled, small)
+        first = time.perf_counter() - start
+        t = timed({"eager": lambda: log_prob_jacobian(model, small),
+                   "compiled": lambda: log_prob_jacobian(compiled, small)}, repeats, device)
+        print(f"\ntorch.compile of the model, Jacobian step at B = 8 (seconds per call)\n"
+              f"  eager {t['eager']:.4f}, compiled {t['compiled']:.4f}: "
+              f"{t['eager'] / t['compiled']:.2f}x; the first compiled call took {first:.1f} s")
 
     print(f"\nprojection of d - x, B = {big}, J given (seconds per call)")
     J, log_p = log_prob_jacobian(model, xb)

@@ -175,7 +175,8 @@ def write_index(checkpoints: Path, out: Path) -> dict:
         except Exception as err:  # noqa: BLE001 - skip anything unreadable, say so
             print(f"skipped {path.name}: unreadable ({type(err).__name__})", file=sys.stderr)
             continue
-        if not isinstance(payload, dict) or not {"format", "key", "config", "checksum"} <= set(payload):
+        if not (isinstance(payload, dict)
+                and {"format", "key", "config", "checksum"} <= set(payload)):
             print(f"skipped {path.name}: not a leafkit checkpoint", file=sys.stderr)
             continue
         shutil.copyfile(path, out / path.name)

@@ -131,7 +131,8 @@ def test_the_standin_has_full_mnists_shape_and_says_what_it_is(offline, capsys):
     standin = leafkit.load_mnist("standin")
     assert "REHEARSAL STAND-IN" in capsys.readouterr().out
     assert standin.source == "standin" and standin.full_size and not offline.full_size
-    assert standin.train_x.shape == (60000, 1, 28, 28) and standin.test_x.shape == (10000, 1, 28, 28)
+    assert standin.train_x.shape == (60000, 1, 28, 28)
+    assert standin.test_x.shape == (10000, 1, 28, 28)
     assert standin.train_y.bincount().tolist() == [6000] * 10
     assert standin.test_y.bincount().tolist() == [1000] * 10
     assert torch.equal(standin.test_x[:1000], offline.test_x)  # the first copy is unshifted
