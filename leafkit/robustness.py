@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .data import MNISTData
+from .data import FULL_SIZE_SOURCES, MNISTData
 from .examples import ExamplePairs, first_of_class
 from .models import MnistCNN
 from .path_metrics import plateau_change
@@ -93,7 +93,7 @@ def grid_from_env(env: Mapping[str, str] | None = None) -> tuple[str, list[GridC
     if grid not in ("", "full", "reduced"):
         raise ValueError(f"LEAFKIT_GRID must be 'full' or 'reduced', got {grid!r}")
     data = env.get("LEAFKIT_DATA", "").strip().lower()
-    if grid == "full" or (not grid and data in ("full", "standin")):
+    if grid == "full" or (not grid and data in FULL_SIZE_SOURCES):
         return "full", full_grid()
     return "reduced", reduced_grid()
 
