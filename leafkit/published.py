@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from .cache import cache_dir
+
 __all__ = ["CHECKPOINTS_ENV", "DEFAULT_URL", "INDEX_FORMAT", "checkpoints_url", "fetch_all",
            "fetch_checkpoint", "file_sha256", "write_index"]
 
@@ -111,8 +113,6 @@ def fetch_all(folder: Path | None = None) -> list[Path]:
     ``checkpoints``) does not hold yet, each checked against its sha256; the paths fetched.
     For a ready-to-run environment (Binder's ``postBuild``); nothing happens when fetching is
     off or the index cannot be had."""
-    from .cache import cache_dir
-
     base = checkpoints_url()
     index = _index(base) if base is not None else None
     if index is None:

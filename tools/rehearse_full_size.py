@@ -42,7 +42,6 @@ from pathlib import Path
 
 import jupytext
 import nbclient
-import nbformat
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
