@@ -11,6 +11,7 @@ from cases import assert_close
 from leafkit import MLP, MnistCNN
 from leafkit.fisher import local_fisher_matrix, log_prob_parameter_jacobian
 from leafkit.geometry import (
+    BATCHED_BACKWARD_BYTES,
     _log_prob_jacobian_direct,
     _score_jacobian,
     kl_divergence,
@@ -87,6 +88,22 @@ def test_against_oracles(case):
     cases.assert_close(log_p, log_p_ref, **case.tol, what="log p")
     cases.assert_close(local_data_matrix(model, x), oracles.local_data_matrix(model, x),
                        rtol=case.tol["rtol"], atol=case.tol["atol"] * scale**2, what="G")
+
+
+@pytest.mark.parametrize("batch", [1, 9, 17])
+@pytest.mark.parametrize("params", cases.case_params())
+def test_both_jacobian_routes_match_the_oracle(params, batch):
+    """Small batches take the vmapped backward pass, large ones C backward passes
+    (BATCHED_BACKWARD_BYTES): in float32 batches 1 and 9 go the first way and 17 the second, in
+    float64 batch 1 the first and 9 and 17 the second."""
+    case = cases.make_case(*params, batch=batch)
+    vmapped = batch * case.x.element_size() <= BATCHED_BACKWARD_BYTES
+    assert vmapped == (batch == 1 or (batch == 9 and case.x.dtype == torch.float32))
+    Js, s = score_jacobian(case.model, case.x)
+    scale = float(Js.abs().max())
+    cases.assert_close(Js, oracles.score_jacobian(case.model, case.x), rtol=case.tol["rtol"],
+                       atol=case.tol["atol"] * scale, what=f"score Jacobian, batch {batch}")
+    cases.assert_close(s, case.model(case.x).detach(), **case.tol, what="scores")
 
 
 def test_proposition_2_1(case64):
