@@ -11,6 +11,12 @@
   exactly as ``jupyter-book build`` would have stored them. The book build that runs last
   (``tests/test_book.py``, marker ``site``) then finds every chapter in the cache and renders the
   website without executing anything a second time.
+* The test command runs on every CPU core (pytest-xdist, ``-n auto`` in ``pyproject.toml``): each
+  chapter runs whole on one worker (``--dist loadscope``, as nbval asks), each worker's kernels
+  get an equal share of the cores as torch threads (two kernels of two threads each on two
+  cores ran 2.5 times slower than one thread each, measured), and the website checks, queued
+  after everything else, wait until every chapter of the run has finished on all workers
+  (:func:`wait_for_marks`).
 * That bridge relies on internals of nbval and jupyter-cache (listed in :data:`BRIDGE_NEEDS`).
   ``requirements.txt`` bounds both to the tested versions, and :func:`check_bridge` refuses to
   start, naming the package, when one of those internals has moved.
@@ -21,12 +27,19 @@ from __future__ import annotations
 import base64
 import inspect
 import os
+import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 
 os.environ.setdefault("LEAFKIT_DATA", "offline")
 os.environ.setdefault("LEAFKIT_CHECKPOINTS", "off")  # never fetch published checkpoints here
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: there the workers may store chapters at the same moment
+    fcntl = None
 
 import jupytext  # noqa: E402
 import nbformat  # noqa: E402
@@ -36,6 +49,7 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 BOOK = ROOT / "book"
 EXECUTION_CACHE = ROOT / "_build" / ".jupyter_cache"  # where `jupyter-book build .` looks
+CHAPTER_MARKS = ROOT / "_build" / ".leafkit_chapters"  # one file a chapter run: stored or failed
 WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 TESTED = {"nbval": ">=0.11,<0.12", "jupyter-cache": ">=1.0,<1.1"}  # as in requirements.txt
 
@@ -146,12 +160,14 @@ class MystNotebook(getattr(nbval.plugin, "IPyNbFile", pytest.File)):  # checked:
 
     def teardown(self):
         super().teardown()
-        if not self.failed:
-            store_in_execution_cache(self)
+        stored = not self.failed and store_in_execution_cache(self)
+        CHAPTER_MARKS.mkdir(parents=True, exist_ok=True)
+        (CHAPTER_MARKS / Path(self.path).stem).write_text("stored" if stored else "failed")
 
 
-def store_in_execution_cache(chapter: MystNotebook) -> None:
-    """Write the executed chapter into the book's jupyter-cache, as myst-nb would."""
+def store_in_execution_cache(chapter: MystNotebook) -> bool:
+    """Write the executed chapter into the book's jupyter-cache, as myst-nb would; ``False`` when
+    some of its cells did not run."""
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
 
@@ -159,7 +175,7 @@ def store_in_execution_cache(chapter: MystNotebook) -> None:
     code_cells = [c for c in executed.cells if c.cell_type == "code"]
     items = chapter.ran_cells
     if len(items) != len(code_cells):
-        return
+        return False
     for count, (cell, outputs) in enumerate(zip(code_cells, items), start=1):
         cell.execution_count = count
         cell.outputs = [out for out in outputs
@@ -176,11 +192,15 @@ def store_in_execution_cache(chapter: MystNotebook) -> None:
     if state:
         executed.metadata["widgets"] = {
             WIDGET_STATE_MIME: {"state": state, "version_major": 2, "version_minor": 0}}
-    cache = get_cache(str(EXECUTION_CACHE))
     uri = str(Path(chapter.path).resolve())
-    cache.cache_notebook_bundle(CacheBundleIn(executed, uri, data={"execution_seconds": chapter.seconds}),
-                                check_validity=False, overwrite=True)
-    chapter.config.leafkit_cached_chapters.add(Path(uri).stem)
+    EXECUTION_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(EXECUTION_CACHE.parent / ".jupyter_cache.lock", "w") as lock:
+        if fcntl is not None:  # workers store one at a time into the one sqlite database
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        get_cache(str(EXECUTION_CACHE)).cache_notebook_bundle(
+            CacheBundleIn(executed, uri, data={"execution_seconds": chapter.seconds}),
+            check_validity=False, overwrite=True)
+    return True
 
 
 def ends_quietly(source: str) -> bool:
@@ -191,7 +211,12 @@ def ends_quietly(source: str) -> bool:
 
 
 def pytest_configure(config):
-    config.leafkit_cached_chapters = set()  # chapters whose outputs this run stored in the cache
+    worker = getattr(config, "workerinput", None)  # set in pytest-xdist's workers only
+    if worker is None:  # the controller, or a run without workers: a fresh record of chapters
+        for mark in CHAPTER_MARKS.glob("*"):
+            mark.unlink()
+    else:
+        share_the_cores(int(worker["workercount"]))
     opt = config.option
     if getattr(opt, "nbval", False) or getattr(opt, "nbval_lax", False):
         check_bridge()
@@ -217,6 +242,64 @@ def pytest_runtest_makereport(item, call):
             chapter.seconds += report.duration
 
 
+def share_the_cores(workers: int) -> None:
+    """Give each worker's torch (and the kernels it starts, through ``OMP_NUM_THREADS``) an
+    equal share of the CPU cores, unless the user set ``OMP_NUM_THREADS``."""
+    threads = os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
+
+
+def chapter_of(item) -> MystNotebook | None:
+    return item.parent if isinstance(item.parent, MystNotebook) else None
+
+
+BOOK_BUILD = "tests/test_book.py::test_book_builds_without_warnings"
+BOOK_BUILT = "@book"  # the mark its teardown writes
+
+
 def pytest_collection_modifyitems(config, items):
-    """The website checks (marker ``site``) run last, after every chapter has been executed."""
-    items.sort(key=lambda item: item.get_closest_marker("site") is not None)
+    """The first chapter runs first (it trains the reference checkpoint, which most chapters
+    load, while other workers take the unit tests), then the unit tests, the other chapters,
+    and last every test module holding website checks (marker ``site``). pytest-xdist's
+    ``--dist loadscope`` runs each chapter, and each test module, whole on one worker."""
+    first = min((chapter_of(item).path for item in items if chapter_of(item)), default=None)
+    site_modules = {item.path for item in items if item.get_closest_marker("site")}
+
+    def rank(item) -> int:
+        if item.path in site_modules:
+            return 3
+        chapter = chapter_of(item)
+        return 1 if chapter is None else 0 if chapter.path == first else 2
+
+    items.sort(key=rank)
+
+
+def pytest_runtest_setup(item):
+    """A website check waits until every chapter of this run has finished, on whichever worker
+    ran it, and, unless it is the book build itself, until the book build has finished."""
+    if not item.get_closest_marker("site"):
+        return
+    items = item.session.items
+    chapters = sorted({Path(chapter_of(i).path).stem for i in items if chapter_of(i)})
+    builds = item.nodeid != BOOK_BUILD and any(i.nodeid == BOOK_BUILD for i in items)
+    wait_for_marks([*chapters, *([BOOK_BUILT] if builds else [])])
+    if not hasattr(item.config, "leafkit_cached_chapters"):
+        item.config.leafkit_cached_chapters = {
+            n for n in chapters if (CHAPTER_MARKS / n).read_text() == "stored"}
+
+
+def pytest_runtest_teardown(item):
+    if item.nodeid == BOOK_BUILD:
+        CHAPTER_MARKS.mkdir(parents=True, exist_ok=True)
+        (CHAPTER_MARKS / BOOK_BUILT).write_text("done")
+
+
+def wait_for_marks(names: list[str], timeout: float = 3 * 3600) -> None:
+    """Wait until each of ``names`` (chapters, or :data:`BOOK_BUILT`) has its mark in
+    :data:`CHAPTER_MARKS`: it finished in this run, on whichever worker."""
+    start = time.monotonic()
+    while missing := [n for n in names if not (CHAPTER_MARKS / n).is_file()]:
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"still running after {timeout:.0f} s: {missing}")
+        time.sleep(2)
