@@ -36,17 +36,15 @@ from types import SimpleNamespace
 os.environ.setdefault("LEAFKIT_DATA", "offline")
 os.environ.setdefault("LEAFKIT_CHECKPOINTS", "off")  # never fetch published checkpoints here
 
-try:
-    import fcntl
-except ImportError:  # not on Windows: there the workers may store chapters at the same moment
-    fcntl = None
-
 import jupytext  # noqa: E402
 import nbformat  # noqa: E402
 import nbval.plugin  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "tools"))
+from parallel_execution import LONG_CHAPTERS, store_in_cache  # noqa: E402
+
 BOOK = ROOT / "book"
 EXECUTION_CACHE = ROOT / "_build" / ".jupyter_cache"  # where `jupyter-book build .` looks
 CHAPTER_MARKS = ROOT / "_build" / ".leafkit_chapters"  # one file a chapter run: stored or failed
@@ -168,9 +166,6 @@ class MystNotebook(getattr(nbval.plugin, "IPyNbFile", pytest.File)):  # checked:
 def store_in_execution_cache(chapter: MystNotebook) -> bool:
     """Write the executed chapter into the book's jupyter-cache, as myst-nb would; ``False`` when
     some of its cells did not run."""
-    from jupyter_cache import get_cache
-    from jupyter_cache.base import CacheBundleIn
-
     executed = nbformat.from_dict(chapter.notebook)
     code_cells = [c for c in executed.cells if c.cell_type == "code"]
     items = chapter.ran_cells
@@ -192,14 +187,7 @@ def store_in_execution_cache(chapter: MystNotebook) -> bool:
     if state:
         executed.metadata["widgets"] = {
             WIDGET_STATE_MIME: {"state": state, "version_major": 2, "version_minor": 0}}
-    uri = str(Path(chapter.path).resolve())
-    EXECUTION_CACHE.mkdir(parents=True, exist_ok=True)
-    with open(EXECUTION_CACHE.parent / ".jupyter_cache.lock", "w") as lock:
-        if fcntl is not None:  # workers store one at a time into the one sqlite database
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        get_cache(str(EXECUTION_CACHE)).cache_notebook_bundle(
-            CacheBundleIn(executed, uri, data={"execution_seconds": chapter.seconds}),
-            check_validity=False, overwrite=True)
+    store_in_cache(executed, chapter.path, chapter.seconds, EXECUTION_CACHE)
     return True
 
 
@@ -259,18 +247,19 @@ BOOK_BUILT = "@book"  # the mark its teardown writes
 
 
 def pytest_collection_modifyitems(config, items):
-    """The first chapter runs first (it trains the reference checkpoint, which most chapters
-    load, while other workers take the unit tests), then the unit tests, the other chapters,
+    """The long chapters first (:data:`LONG_CHAPTERS`), then the other chapters, the unit tests,
     and last every test module holding website checks (marker ``site``). pytest-xdist's
     ``--dist loadscope`` runs each chapter, and each test module, whole on one worker."""
-    first = min((chapter_of(item).path for item in items if chapter_of(item)), default=None)
     site_modules = {item.path for item in items if item.get_closest_marker("site")}
 
-    def rank(item) -> int:
+    def rank(item) -> tuple[int, int]:
         if item.path in site_modules:
-            return 3
+            return 3, 0
         chapter = chapter_of(item)
-        return 1 if chapter is None else 0 if chapter.path == first else 2
+        if chapter is None:
+            return 2, 0
+        name = Path(chapter.path).stem
+        return (0, LONG_CHAPTERS.index(name)) if name in LONG_CHAPTERS else (1, 0)
 
     items.sort(key=rank)
 
