@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leafkit import MnistCNN, load_mnist
-from leafkit.geometry import local_data_trace, log_prob_jacobian
+from leafkit.geometry import BATCHED_BACKWARD_BYTES, local_data_trace, log_prob_jacobian
 from leafkit.paths import horizontal_path
 from leafkit.projection import project_tangent, tangent_basis
 
@@ -129,6 +129,15 @@ def vmap_jacobian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(model(xb[None]), dim=-1)[0]
 
     return torch.func.vmap(torch.func.jacrev(log_p))(x).flatten(2)
+
+
+def naive_c_passes(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`(B, C, n)` Jacobian of ``log p`` by one backward pass per class over the whole batch."""
+    xg = x.detach().requires_grad_()
+    lp = F.log_softmax(model(xg), dim=-1)
+    rows = [torch.autograd.grad(lp[:, k].sum(), xg, retain_graph=True)[0]
+            for k in range(lp.shape[1])]
+    return torch.stack(rows, 1).flatten(2)
 
 
 def batched_grads_jacobian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -234,15 +243,21 @@ def main() -> None:
     print(f"  naive (per image jacobian + dense 784x784 G):      {t_nv:8.3f} s")
     print(f"  ratio {t_nv / t_lk:.2f}x; largest relative difference of the traces {rel:.1e}")
 
-    print(f"\nJacobian strategies, B = {big} (seconds per call)")
+    # leafkit takes one vmapped pass when B x bytes <= BATCHED_BACKWARD_BYTES, else C passes
+    for size in dict.fromkeys((8, big)):
+        xs = images[:size]
+        route = ("one vmapped pass" if size * xs.element_size() <= BATCHED_BACKWARD_BYTES
+                 else "C passes")
+        print(f"\nJacobian strategies, B = {size} (seconds per call)")
+        strategies = {
+            f"leafkit log_prob_jacobian ({route})": lambda: log_prob_jacobian(model, xs),
+            "C backward passes over the batch": lambda: naive_c_passes(model, xs),
+            "autograd.grad is_grads_batched": lambda: batched_grads_jacobian(model, xs),
+            "torch.func vmap(jacrev)": lambda: vmap_jacobian(model, xs),
+        }
+        for name, seconds in timed(strategies, repeats, device).items():
+            print(f"  {name:<44} {seconds:8.4f}")
     xb = images[:big]
-    strategies = {
-        "C backward passes over the batch (leafkit)": lambda: log_prob_jacobian(model, xb),
-        "torch.func vmap(jacrev)": lambda: vmap_jacobian(model, xb),
-        "autograd.grad is_grads_batched": lambda: batched_grads_jacobian(model, xb),
-    }
-    for name, seconds in timed(strategies, repeats, device).items():
-        print(f"  {name:<44} {seconds:8.4f}")
 
     if args.compile:  # the chapters' batches are small: Figure 6 walks 8 paths at once
         small = images[:8]

@@ -31,10 +31,12 @@ def book(tmp_path):
             f"{MYST_FRONT_MATTER}\n# {name}\n\n```{{code-cell}} ipython3\n{code}\n```\n")
     (tmp_path / "prose.md").write_text("# Just prose\n")
     cache = tmp_path / "_build" / ".jupyter_cache"
-    app = SimpleNamespace(
-        config=SimpleNamespace(nb_execution_mode="cache", nb_execution_cache_path=str(cache),
-                               nb_execution_timeout=60),
-        env=SimpleNamespace(doc2path=lambda doc: str(tmp_path / f"{doc}.md")), srcdir=tmp_path)
+    # what the extension reads of Sphinx: myst-nb's resolved configuration, as on app.env
+    config = SimpleNamespace(execution_mode="cache", execution_cache_path=str(cache),
+                             execution_timeout=60)
+    app = SimpleNamespace(env=SimpleNamespace(mystnb_config=config,
+                                              doc2path=lambda doc: str(tmp_path / f"{doc}.md")),
+                          srcdir=tmp_path)
     return app, cache
 
 
@@ -75,6 +77,17 @@ def test_nothing_runs_with_one_core_or_another_execution_mode(book, monkeypatch)
     monkeypatch.setattr(parallel_execution.os, "cpu_count", lambda: 1)
     parallel_execution.execute_in_parallel(app, None, list(CHAPTERS))
     monkeypatch.setattr(parallel_execution.os, "cpu_count", lambda: 4)
-    app.config.nb_execution_mode = "force"
+    app.env.mystnb_config.execution_mode = "force"
     parallel_execution.execute_in_parallel(app, None, list(CHAPTERS))
     assert all(cached(cache, Path(app.srcdir) / f"{n}.md") is None for n in CHAPTERS)
+
+
+def test_the_myst_nb_settings_it_reads_exist():
+    """The extension reads myst-nb's resolved configuration (``app.env.mystnb_config``); the
+    build's own run of it is the end-to-end check, this one names the fields if they move."""
+    import dataclasses
+
+    from myst_nb.core.config import NbParserConfig
+
+    fields = {f.name for f in dataclasses.fields(NbParserConfig)}
+    assert {"execution_mode", "execution_cache_path", "execution_timeout"} <= fields

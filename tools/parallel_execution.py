@@ -69,7 +69,7 @@ def chapters_to_execute(app: Sphinx, docnames: list[str]) -> list[Path]:
     import jupytext
     from jupyter_cache import get_cache
 
-    cache = get_cache(str(app.config.nb_execution_cache_path))
+    cache = get_cache(app.env.mystnb_config.execution_cache_path)
     todo = []
     for doc in sorted(docnames):
         path = Path(app.env.doc2path(doc))
@@ -109,8 +109,11 @@ def execute_chapter(path: str, cache_path: str, timeout: int) -> tuple[str, floa
 
 
 def execute_in_parallel(app: Sphinx, env, docnames: list[str]) -> None:
-    """``env-before-read-docs``: execute the uncached chapters, one process a core."""
-    if app.config.nb_execution_mode != "cache":
+    """``env-before-read-docs``: execute the uncached chapters, one process a core. Reads
+    myst-nb's configuration as myst-nb resolved it when the builder started (the execution
+    cache's path, the mode, the timeout)."""
+    config = app.env.mystnb_config
+    if config.execution_mode != "cache":
         return
     todo = chapters_to_execute(app, docnames)
     workers = min(os.cpu_count() or 1, len(todo))
@@ -119,13 +122,13 @@ def execute_in_parallel(app: Sphinx, env, docnames: list[str]) -> None:
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     logger.info(f"leafkit: executing {len(todo)} chapters, {workers} at a time "
                 f"({threads} torch thread(s) each)")
-    cache_path = str(app.config.nb_execution_cache_path)
+    cache_path = str(config.execution_cache_path)
     previous = os.environ.get("OMP_NUM_THREADS")
     os.environ.setdefault("OMP_NUM_THREADS", threads)
     try:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(execute_chapter, str(p), cache_path,
-                                   int(app.config.nb_execution_timeout)) for p in todo]
+                                   int(config.execution_timeout)) for p in todo]
             for done, future in enumerate(as_completed(futures), start=1):
                 path, seconds, error = future.result()
                 name = Path(path).relative_to(app.srcdir)
