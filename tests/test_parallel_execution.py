@@ -72,10 +72,14 @@ def test_a_failing_chapter_reports_its_error(book):
     assert "a failed claim check" in error and seconds > 0
 
 
-def test_nothing_runs_with_one_core_or_another_execution_mode(book, monkeypatch):
+def test_nothing_runs_with_one_core_one_job_or_another_execution_mode(book, monkeypatch):
     app, cache = book
     monkeypatch.setattr(parallel_execution.os, "cpu_count", lambda: 1)
     parallel_execution.execute_in_parallel(app, None, list(CHAPTERS))
+    monkeypatch.setattr(parallel_execution.os, "cpu_count", lambda: 4)
+    monkeypatch.setenv("LEAFKIT_BUILD_JOBS", "1")
+    parallel_execution.execute_in_parallel(app, None, list(CHAPTERS))
+    monkeypatch.delenv("LEAFKIT_BUILD_JOBS")
     monkeypatch.setattr(parallel_execution.os, "cpu_count", lambda: 4)
     app.env.mystnb_config.execution_mode = "force"
     parallel_execution.execute_in_parallel(app, None, list(CHAPTERS))
@@ -91,3 +95,12 @@ def test_the_myst_nb_settings_it_reads_exist():
 
     fields = {f.name for f in dataclasses.fields(NbParserConfig)}
     assert {"execution_mode", "execution_cache_path", "execution_timeout"} <= fields
+
+
+def test_build_jobs_reads_the_environment(monkeypatch):
+    monkeypatch.setattr(parallel_execution.os, "cpu_count", lambda: 6)
+    assert parallel_execution.build_jobs({}) == 6
+    assert parallel_execution.build_jobs({"LEAFKIT_BUILD_JOBS": " 2 "}) == 2
+    for bad in ("0", "two", "-1", "1.5"):
+        with pytest.raises(ValueError, match="LEAFKIT_BUILD_JOBS"):
+            parallel_execution.build_jobs({"LEAFKIT_BUILD_JOBS": bad})

@@ -278,6 +278,7 @@ def test_the_build_fetches_this_repositorys_checkpoints_and_runs_the_reduced_gri
     assert env["LEAFKIT_CHECKPOINTS"] == ("https://github.com/${{ github.repository }}/releases/"
                                           "download/checkpoints")
     assert env["LEAFKIT_GRID"] == "reduced", "the full grid is hours on a 2-core runner"
+    assert env["LEAFKIT_BUILD_JOBS"] == "1", "chapters one at a time, as rehearsed at full size"
     step = named(workflow, "build", "Robustness checkpoints")
     assert "grid_from_env()" in python_c(step) and "checkpoint_model(" in python_c(step)
     assert index(workflow, "build", step) < index(workflow, "build",

@@ -7,7 +7,8 @@ equal share of the cores as torch threads (``OMP_NUM_THREADS``, unless set), and
 chapter that ran without error in the execution cache, exactly where myst-nb looks. myst-nb then
 finds them cached and renders them without executing them again. A chapter that failed is not
 stored: myst-nb executes it once more, itself, and reports the error as it always does. With one
-core, or one chapter to execute, the extension does nothing.
+core, one chapter to execute, or ``LEAFKIT_BUILD_JOBS=1``, the extension does nothing
+(``LEAFKIT_BUILD_JOBS=k`` runs at most ``k`` chapters at once).
 
 Measured on two CPU cores: two chapter kernels with one thread each did 1.76 times the work of
 one kernel with two threads (the Jacobian of 8 images: 55 ms each, side by side, against 48.5 ms
@@ -108,6 +109,18 @@ def execute_chapter(path: str, cache_path: str, timeout: int) -> tuple[str, floa
     return path, seconds, None
 
 
+def build_jobs(env=None) -> int:
+    """How many chapters run at once: ``LEAFKIT_BUILD_JOBS`` (1 turns the extension off, as the
+    publishing workflow does), else the number of CPU cores."""
+    env = os.environ if env is None else env
+    value = env.get("LEAFKIT_BUILD_JOBS", "").strip()
+    if not value:
+        return os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"LEAFKIT_BUILD_JOBS must be a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
 def execute_in_parallel(app: Sphinx, env, docnames: list[str]) -> None:
     """``env-before-read-docs``: execute the uncached chapters, one process a core. Reads
     myst-nb's configuration as myst-nb resolved it when the builder started (the execution
@@ -116,7 +129,7 @@ def execute_in_parallel(app: Sphinx, env, docnames: list[str]) -> None:
     if config.execution_mode != "cache":
         return
     todo = chapters_to_execute(app, docnames)
-    workers = min(os.cpu_count() or 1, len(todo))
+    workers = min(build_jobs(), len(todo))
     if workers < 2:
         return
     threads = str(max(1, (os.cpu_count() or 1) // workers))
