@@ -43,7 +43,8 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "tools"))
-from parallel_execution import LONG_CHAPTERS, store_in_cache  # noqa: E402
+from make_notebooks import is_myst_notebook  # noqa: E402
+from parallel_execution import by_length, store_in_cache, threads_per_worker  # noqa: E402
 
 BOOK = ROOT / "book"
 EXECUTION_CACHE = ROOT / "_build" / ".jupyter_cache"  # where `jupyter-book build .` looks
@@ -112,12 +113,9 @@ def check_bridge() -> None:
                 f"requirements.txt")
 
 
-def is_myst_notebook(path: Path) -> bool:
-    """A chapter is a notebook when its front matter carries a jupytext kernelspec."""
-    if path.suffix != ".md" or BOOK not in path.resolve().parents:
-        return False
-    head = path.read_text(encoding="utf-8")[:1000]
-    return head.startswith("---") and "kernelspec:" in head
+def is_chapter_notebook(path: Path) -> bool:
+    """A chapter is a MyST notebook under ``book/`` (front matter with a jupytext kernelspec)."""
+    return path.suffix == ".md" and BOOK in path.resolve().parents and is_myst_notebook(path)
 
 
 class MystNotebook(getattr(nbval.plugin, "IPyNbFile", pytest.File)):  # checked: check_bridge
@@ -212,7 +210,7 @@ def pytest_configure(config):
 
 def pytest_collect_file(file_path: Path, parent):
     opt = parent.config.option
-    if (opt.nbval or opt.nbval_lax) and is_myst_notebook(file_path):
+    if (opt.nbval or opt.nbval_lax) and is_chapter_notebook(file_path):
         return MystNotebook.from_parent(parent, path=file_path)
     return None
 
@@ -233,7 +231,7 @@ def pytest_runtest_makereport(item, call):
 def share_the_cores(workers: int) -> None:
     """Give each worker's torch (and the kernels it starts, through ``OMP_NUM_THREADS``) an
     equal share of the CPU cores, unless the user set ``OMP_NUM_THREADS``."""
-    threads = os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    threads = os.environ.setdefault("OMP_NUM_THREADS", threads_per_worker(workers))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(threads))
 
@@ -247,19 +245,17 @@ BOOK_BUILT = "@book"  # the mark its teardown writes
 
 
 def pytest_collection_modifyitems(config, items):
-    """The long chapters first (:data:`LONG_CHAPTERS`), then the other chapters, the unit tests,
+    """The long chapters first (``LONG_CHAPTERS`` of ``tools/parallel_execution.py``), then the
+    other chapters, the unit tests,
     and last every test module holding website checks (marker ``site``). pytest-xdist's
     ``--dist loadscope`` runs each chapter, and each test module, whole on one worker."""
     site_modules = {item.path for item in items if item.get_closest_marker("site")}
 
-    def rank(item) -> tuple[int, int]:
+    def rank(item) -> tuple:
         if item.path in site_modules:
-            return 3, 0
+            return (2,)
         chapter = chapter_of(item)
-        if chapter is None:
-            return 2, 0
-        name = Path(chapter.path).stem
-        return (0, LONG_CHAPTERS.index(name)) if name in LONG_CHAPTERS else (1, 0)
+        return (1,) if chapter is None else (0, *by_length(chapter.path))
 
     items.sort(key=rank)
 

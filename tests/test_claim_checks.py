@@ -45,8 +45,7 @@ def run_chapter(tmp_path: Path, bound: str) -> subprocess.CompletedProcess:
     tree = tmp_path / bound.replace(" ", "")
     (tree / "book").mkdir(parents=True)
     shutil.copy(ROOT / "conftest.py", tree / "conftest.py")
-    (tree / "tools").mkdir()  # conftest.py stores chapters through tools/parallel_execution.py
-    shutil.copy(ROOT / "tools" / "parallel_execution.py", tree / "tools")
+    shutil.copytree(ROOT / "tools", tree / "tools")  # conftest.py imports two of them
     (tree / "book" / "claim.md").write_text(CHAPTER.replace("BOUND", bound), encoding="utf-8")
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path}

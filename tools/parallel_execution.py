@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from sphinx.application import Sphinx
 from sphinx.util import logging
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_notebooks import is_myst_notebook  # noqa: E402  (tools/ is not a package)
 
 try:
     import fcntl
@@ -45,6 +49,12 @@ def by_length(path: Path) -> tuple[int, str]:
     """Sort key: the chapters of :data:`LONG_CHAPTERS` first, longest first, then the others."""
     name = Path(path).stem
     return (LONG_CHAPTERS.index(name), "") if name in LONG_CHAPTERS else (len(LONG_CHAPTERS), name)
+
+
+def threads_per_worker(workers: int) -> str:
+    """``OMP_NUM_THREADS`` for each of ``workers`` processes side by side: an equal share of the
+    CPU cores, at least one."""
+    return str(max(1, (os.cpu_count() or 1) // workers))
 
 
 def store_in_cache(notebook, path: str | Path, seconds: float, cache_path: str | Path) -> None:
@@ -74,7 +84,7 @@ def chapters_to_execute(app: Sphinx, docnames: list[str]) -> list[Path]:
     todo = []
     for doc in sorted(docnames):
         path = Path(app.env.doc2path(doc))
-        if path.suffix != ".md" or "kernelspec:" not in path.read_text(encoding="utf-8")[:1000]:
+        if path.suffix != ".md" or not is_myst_notebook(path):
             continue
         try:
             cache.match_cache_notebook(jupytext.read(path))
@@ -132,7 +142,7 @@ def execute_in_parallel(app: Sphinx, env, docnames: list[str]) -> None:
     workers = min(build_jobs(), len(todo))
     if workers < 2:
         return
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    threads = threads_per_worker(workers)
     logger.info(f"leafkit: executing {len(todo)} chapters, {workers} at a time "
                 f"({threads} torch thread(s) each)")
     cache_path = str(config.execution_cache_path)
