@@ -142,7 +142,7 @@ def execute_in_parallel(app: Sphinx, env, docnames: list[str]) -> None:
     workers = min(build_jobs(), len(todo))
     if workers < 2:
         return
-    threads = threads_per_worker(workers)
+    threads = os.environ.get("OMP_NUM_THREADS") or threads_per_worker(workers)  # the user's first
     logger.info(f"leafkit: executing {len(todo)} chapters, {workers} at a time "
                 f"({threads} torch thread(s) each)")
     cache_path = str(config.execution_cache_path)
