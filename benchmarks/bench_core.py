@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from leafkit import MnistCNN, load_mnist
-from leafkit.geometry import BATCHED_BACKWARD_BYTES, local_data_trace, log_prob_jacobian
+from leafkit.geometry import local_data_trace, log_prob_jacobian
+from leafkit.jacobian import BATCHED_BACKWARD_BYTES
 from leafkit.paths import horizontal_path
 from leafkit.projection import project_tangent, tangent_basis
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .checks import check_model, eval_mode
-from .geometry import _log_prob_jacobian_direct, _score_jacobian
+from .jacobian import _log_prob_jacobian_direct, _score_jacobian
 from .paths import _check_inputs
 from .projection import _full_rank_basis, _normalized_columns, _project_tangent, _tangent_basis
 

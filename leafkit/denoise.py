@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import _scores, check_batch, check_model, eval_mode
-from .geometry import _score_jacobian, log_prob_jacobian_from_scores
+from .geometry import log_prob_jacobian_from_scores
+from .jacobian import _score_jacobian
 from .projection import _project_tangent, _tangent_basis
 
 __all__ = ["best_blur", "gaussian_blur", "kernel_pull", "median_filter", "mse", "psnr",

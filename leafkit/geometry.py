@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .checks import _scores, check_batch, check_jacobian, check_model, eval_mode
+from .jacobian import _in_chunks, _score_jacobian_rows
 
 __all__ = [
     "kl_divergence",
@@ -37,16 +38,6 @@ __all__ = [
 
 DEFAULT_MAX_N = 4096
 DEFAULT_MAX_D = 4096
-
-#: Batches whose size times the dtype's bytes is at most this take the Jacobian in one vmapped
-#: backward pass (``autograd.grad(..., is_grads_batched=True)``), larger ones in ``C`` backward
-#: passes over the whole batch. Measured on a 2-core CPU, MnistCNN, milliseconds per Jacobian
-#: (C passes vs one vmapped pass): float32 B=1 12.2 vs 8.7, B=4 36.7 vs 23.0, B=8 48.5 vs 36.7,
-#: B=16 80 vs 64, B=24 103 vs 120, B=80 301 vs 480; float64 B=4 40 vs 29, B=8 67 vs 56, B=12 85
-#: vs 104. torch.func's vmap(jacrev) was slower than both (B=32: 120-160 ms). The rule is the
-#: same on every device; it was not measured on a GPU.
-BATCHED_BACKWARD_BYTES = 64
-
 
 def _check_dense(size: int, limit: int, what: str, option: str, advice: str) -> None:
     if size > limit:
@@ -91,54 +82,13 @@ def score_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     check_batch(x)
     check_model(model, x)
     with eval_mode(model):
-        xg = x.detach().requires_grad_()
-        with torch.enable_grad():
-            s = _scores(model, xg)
-        return _score_jacobian_rows(s, xg)
+        def one_chunk(xs: Tensor) -> tuple[Tensor, Tensor]:
+            xg = xs.detach().requires_grad_()
+            with torch.enable_grad():
+                s = _scores(model, xg)
+            return _score_jacobian_rows(s, xg)
 
-
-def _score_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`score_jacobian` without checks or mode switches, for step loops that validated
-    their inputs once and hold the model in eval mode: no host-device sync."""
-    xg = x.detach().requires_grad_()
-    with torch.enable_grad():
-        s = model(xg)
-    return _score_jacobian_rows(s, xg)
-
-
-def _log_prob_jacobian_direct(model: nn.Module, x: Tensor,
-                              rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """``(J, log_p)`` by ``C`` backward passes through ``log_softmax`` itself (the route of the
-    authors' code, whose network ends in ``log_softmax``), not by eq. (3.7) from the score
-    Jacobian. Equal in exact arithmetic, the two differ in rounding, and the rounding matters
-    where ``J``'s rank-deficiency is solved as if it were full rank (``projection="authors"`` of
-    :func:`leafkit.paths.horizontal_path`): the row of the most likely class, nearly zero at a
-    confident point, is computed here from ``1 - fl(p_max)``. With ``rows`` `(B,)` bool only
-    those rows go through ``log_softmax``; the others get the score Jacobian and the scores, as
-    from :func:`_score_jacobian`, in the same passes. Unchecked (no mode switch, no sync)."""
-    xg = x.detach().requires_grad_()
-    with torch.enable_grad():
-        s = model(xg)
-        log_p = torch.log_softmax(s, dim=1)
-        out = log_p if rows is None else torch.where(rows[:, None], log_p, s)
-    return _score_jacobian_rows(out, xg, per_column=True)
-
-
-def _score_jacobian_rows(s: Tensor, xg: Tensor, *,
-                         per_column: bool = False) -> tuple[Tensor, Tensor]:
-    """``(Jac_xg s, s)`` for any batched output ``s`` `(B, C)` of ``xg``, parameters untouched:
-    one vmapped backward pass for small batches (:data:`BATCHED_BACKWARD_BYTES`), else, or
-    always with ``per_column``, one backward per column over the whole batch."""
-    C = s.shape[1]
-    with torch.enable_grad():
-        if not per_column and len(s) * s.element_size() <= BATCHED_BACKWARD_BYTES:
-            eye = torch.eye(C, dtype=s.dtype, device=s.device)[:, None, :].expand(C, *s.shape)
-            (rows,) = torch.autograd.grad(s, xg, eye, is_grads_batched=True,
-                                          materialize_grads=True)
-            return rows.transpose(0, 1).flatten(2), s.detach()
-        rows = [torch.autograd.grad(s[:, k].sum(), xg, retain_graph=k < C - 1,
-                                    materialize_grads=True)[0] for k in range(C)]
-    return torch.stack(rows, 1).flatten(2), s.detach()
+        return _in_chunks(one_chunk, x)
 
 
 def log_prob_jacobian_from_scores(Js: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:

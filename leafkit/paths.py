@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from .checks import _scores, check_batch, check_model, eval_mode
-from .geometry import _log_prob_jacobian_direct, _score_jacobian, log_prob_jacobian_from_scores
+from .geometry import log_prob_jacobian_from_scores
+from .jacobian import _log_prob_jacobian_direct, _score_jacobian
 from .projection import _full_rank_basis, _orthonormal_columns, _project_tangent, _tangent_basis
 from .walk import STOP_REASONS, PathResult, StopRule, WalkOptions, walk
 

@@ -11,9 +11,6 @@ from cases import assert_close
 from leafkit import MLP, MnistCNN
 from leafkit.fisher import local_fisher_matrix, log_prob_parameter_jacobian
 from leafkit.geometry import (
-    BATCHED_BACKWARD_BYTES,
-    _log_prob_jacobian_direct,
-    _score_jacobian,
     kl_divergence,
     local_data_matrix,
     local_data_matrix_from_jacobian,
@@ -23,6 +20,8 @@ from leafkit.geometry import (
     log_prob_jacobian,
     score_jacobian,
 )
+from leafkit import jacobian
+from leafkit.jacobian import BATCHED_BACKWARD_BYTES, _log_prob_jacobian_direct, _score_jacobian
 
 DT = torch.float64
 
@@ -227,3 +226,24 @@ def test_log_prob_jacobian_through_log_softmax_matches_the_oracle(name):
     cases.assert_close(mixed[1], J[1], rtol=1e-12, atol=1e-14, what="log_softmax row")
     cases.assert_close(mixed[::2], Js[::2], rtol=1e-12, atol=1e-14, what="score rows")
     cases.assert_close(out[::2], s[::2], rtol=0, atol=0, what="scores")
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp_relu"])
+def test_chunked_jacobians_match_the_oracle(name, monkeypatch):
+    """On the CPU a batch above CPU_JACOBIAN_CHUNK is taken in equal chunks (here 7 samples with
+    a chunk of 3: chunks 3, 3, 1), with the authors' rows split along; every route still gives
+    each sample its own Jacobian."""
+    monkeypatch.setattr(jacobian, "CPU_JACOBIAN_CHUNK", 3)
+    case = cases.make_case(name, torch.float64, batch=7)
+    Js_ref = oracles.score_jacobian(case.model, case.x)
+    J_ref, log_p_ref = oracles.log_prob_jacobian(case.model, case.x)
+    Js, s = score_jacobian(case.model, case.x)
+    cases.assert_close(Js, Js_ref, rtol=1e-10, atol=1e-12, what="score Jacobian in chunks")
+    cases.assert_close(s, case.model(case.x).detach(), rtol=1e-12, atol=1e-12, what="scores")
+    cases.assert_close(_score_jacobian(case.model, case.x)[0], Js_ref, rtol=1e-10, atol=1e-12,
+                       what="step-loop score Jacobian in chunks")
+    rows = torch.tensor([True, False, False, True, True, False, True])
+    mixed, out = _log_prob_jacobian_direct(case.model, case.x, rows)
+    cases.assert_close(mixed[rows], J_ref[rows], rtol=1e-10, atol=1e-12, what="log_softmax rows")
+    cases.assert_close(mixed[~rows], Js_ref[~rows], rtol=1e-10, atol=1e-12, what="score rows")
+    cases.assert_close(out[rows], log_p_ref[rows], rtol=1e-12, atol=1e-12, what="log p rows")

@@ -17,7 +17,7 @@ ROOT = Path(leafkit.__file__).parent
 #: returns a Table, so it sits with the tables (above training, which it trains with).
 LAYERS = [
     {"cache", "checks", "data", "models", "published", "reproducibility"},
-    {"geometry"},
+    {"geometry", "jacobian"},
     {"fisher", "projection"},
     {"frobenius", "walk"},
     {"paths"},
