@@ -156,7 +156,7 @@ class StepResponse:
 
 
 def step_response(model: nn.Module, x: Tensor, directions: Mapping[str, Tensor],
-                  distances: Tensor, *, batch_size: int = 2000) -> StepResponse:
+                  distances: Tensor, *, batch_size: int = 100) -> StepResponse:
     """The prediction at ``x + t u`` for every direction ``u``, sample and distance ``t``.
 
     No clamping to the pixel box: the steps measure the geometry at ``x``.
@@ -166,7 +166,8 @@ def step_response(model: nn.Module, x: Tensor, directions: Mapping[str, Tensor],
         x: `(B, *input_shape)`.
         directions: name -> `(B, n)` unit directions (e.g. :func:`attack_directions`).
         distances: `(T,)` step lengths.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (on a CPU larger batches run slower per image:
+            MnistCNN, one thread, 0.42 ms at 100, 0.85 ms at 2000).
 
     Returns:
         StepResponse.
