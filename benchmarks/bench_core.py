@@ -29,7 +29,7 @@ from torch import nn
 
 from leafkit import MnistCNN, load_mnist
 from leafkit.geometry import local_data_trace, log_prob_jacobian
-from leafkit.jacobian import BATCHED_BACKWARD_BYTES
+from leafkit.jacobian import BATCHED_BACKWARD_BYTES, CPU_JACOBIAN_CHUNK
 from leafkit.paths import horizontal_path
 from leafkit.projection import project_tangent, tangent_basis
 
@@ -184,6 +184,7 @@ def main() -> None:
     path_steps = 16 if args.quick else 512  # path-steps per timing (B x steps)
     n_trace = 32 if args.quick else 1000
     big = 8 if args.quick else 128
+    n_many = 80 if args.quick else 500  # the trace hook's and the beyond chapter's batches
 
     torch.manual_seed(0)
     model = MnistCNN().to(device).eval()
@@ -259,6 +260,16 @@ def main() -> None:
         for name, seconds in timed(strategies, repeats, device).items():
             print(f"  {name:<44} {seconds:8.4f}")
     xb = images[:big]
+
+    many = images[:n_many]
+    chunked = (f"in chunks of at most {CPU_JACOBIAN_CHUNK}"
+               if device.type == "cpu" and n_many > CPU_JACOBIAN_CHUNK else "whole")
+    print(f"\nJacobian of {n_many} images in one call (seconds per call)")
+    t = timed({f"leafkit log_prob_jacobian ({chunked})": lambda: log_prob_jacobian(model, many),
+               "C backward passes over the whole batch": lambda: naive_c_passes(model, many)},
+              repeats, device)
+    for name, seconds in t.items():
+        print(f"  {name:<44} {seconds:8.4f}")
 
     if args.compile:  # the chapters' batches are small: Figure 6 walks 8 paths at once
         small = images[:8]
