@@ -38,10 +38,10 @@ except ImportError:  # not on Windows: there two processes may store at the same
 logger = logging.getLogger(__name__)
 
 #: The longest chapters, longest first, queued before everything else so that the short chapters
-#: and the unit tests fill the end of the run on every worker. Seconds measured in a CI rehearsal
-#: with two workers (cold cache, one torch thread each): 413, 396, 358, 263, 226, 186, 118; every
-#: other chapter took under 45 s. Only an order: a chapter missing here just runs later.
-LONG_CHAPTERS = ("trace_of_g", "noisy_leaf", "horizontal_paths", "robustness", "beyond",
+#: and the unit tests fill the end of the run on every worker. Seconds measured in a cold book
+#: build with two workers (one torch thread each): 281, 249, 214, 188, 141, 115, 32; every other
+#: chapter took under 31 s. Only an order: a chapter missing here just runs later.
+LONG_CHAPTERS = ("noisy_leaf", "horizontal_paths", "trace_of_g", "robustness", "beyond",
                  "mirrored_digits", "across_leaves")
 
 
