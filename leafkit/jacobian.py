@@ -39,7 +39,8 @@ def _in_chunks(fn: Callable[..., tuple[Tensor, Tensor]], x: Tensor,
                rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``fn(x)`` (or ``fn(x, rows)``), on the CPU in equal chunks of at most
     :data:`CPU_JACOBIAN_CHUNK` samples, results concatenated; whole elsewhere. Samples are
-    independent (eval mode), so the chunks change nothing but the speed."""
+    independent (eval mode), so the chunks change the speed and, at most, the last bits of
+    kernels whose rounding depends on the batch size."""
     if x.device.type != "cpu" or len(x) <= CPU_JACOBIAN_CHUNK:
         return fn(x) if rows is None else fn(x, rows)
     size = -(-len(x) // -(-len(x) // CPU_JACOBIAN_CHUNK))  # ceil(B / ceil(B / chunk))
