@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .checks import _scores, check_batch, check_jacobian, check_model, eval_mode
-from .jacobian import _in_chunks, _score_jacobian_rows
+from .jacobian import _score_jacobian
 
 __all__ = [
     "kl_divergence",
@@ -82,13 +82,7 @@ def score_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     check_batch(x)
     check_model(model, x)
     with eval_mode(model):
-        def one_chunk(xs: Tensor) -> tuple[Tensor, Tensor]:
-            xg = xs.detach().requires_grad_()
-            with torch.enable_grad():
-                s = _scores(model, xg)
-            return _score_jacobian_rows(s, xg)
-
-        return _in_chunks(one_chunk, x)
+        return _score_jacobian(lambda xg: _scores(model, xg), x)
 
 
 def log_prob_jacobian_from_scores(Js: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:

@@ -51,9 +51,11 @@ def _in_chunks(fn: Callable[..., tuple[Tensor, Tensor]], x: Tensor,
     return torch.cat([j for j, _ in parts]), torch.cat([s for _, s in parts])
 
 
-def _score_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+def _score_jacobian(model: Callable[[Tensor], Tensor] | nn.Module,
+                    x: Tensor) -> tuple[Tensor, Tensor]:
     """:func:`leafkit.geometry.score_jacobian` without checks or mode switches, for step loops
-    that validated their inputs once and hold the model in eval mode: no host-device sync."""
+    that validated their inputs once and hold the model in eval mode: no host-device sync.
+    ``model`` is any forward function (the public function passes a checked one)."""
     def one_chunk(xs: Tensor) -> tuple[Tensor, Tensor]:
         xg = xs.detach().requires_grad_()
         with torch.enable_grad():
