@@ -1,12 +1,15 @@
-"""Where leafkit keeps downloads and checkpoints (one folder, never the repository), and which
-device it computes on."""
+"""Where leafkit keeps downloads, checkpoints and computed results (one folder, never the
+repository), which device it computes on, and the fingerprint of its own code that keys cached
+results."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from functools import cache
 from pathlib import Path
 
-__all__ = ["CACHE_ENV", "DEVICE_ENV", "cache_dir", "default_device"]
+__all__ = ["CACHE_ENV", "DEVICE_ENV", "cache_dir", "code_fingerprint", "default_device"]
 
 CACHE_ENV = "LEAFKIT_CACHE"
 DEVICE_ENV = "LEAFKIT_DEVICE"
@@ -38,6 +41,20 @@ def cache_dir(sub: str | None = None) -> Path:
         raise OSError(f"leafkit cannot write to the cache folder {path} (from {where}); "
                       f"set {CACHE_ENV} to a writable folder")
     return path
+
+
+@cache
+def code_fingerprint() -> str:
+    """sha256 of leafkit's own source: every ``*.py`` file of the package, by path and content.
+
+    Results cached under a key that includes it are computed again after any change to the code
+    (read once per process)."""
+    package = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        h.update(path.relative_to(package).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def default_device():

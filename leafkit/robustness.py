@@ -15,8 +15,12 @@ Paper: Section 4.3, Algorithm 4.1, Figure 4; Proposition 2.1 (rank ``C - 1``).
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import statistics
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +28,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .data import FULL_SIZE_SOURCES, MNISTData
+from .cache import cache_dir, code_fingerprint
+from .data import FULL_SIZE_SOURCES, MNISTData, load_mnist, pixel_bounds
 from .examples import ExamplePairs, first_of_class
 from .models import MnistCNN
 from .path_metrics import plateau_change
@@ -32,9 +37,10 @@ from .paths import horizontal_path
 from .tables import Table
 from .training import REFERENCE_EPOCHS, steps_for_epochs, train
 
-__all__ = ["CHECKPOINTS", "GRID_PROJECTIONS", "PATH_VERDICTS", "GridCell", "checkpoint_model",
-           "class_pairs", "closing_verdict", "dtype_spread", "full_grid", "grid_from_env",
-           "reduced_grid", "run_cell", "run_grid", "shared_leaf_test", "summarize_grid"]
+__all__ = ["CHECKPOINTS", "GRID_PROJECTIONS", "PATH_VERDICTS", "GridCell", "cell_key",
+           "checkpoint_model", "class_pairs", "closing_verdict", "dtype_spread", "full_grid",
+           "grid_from_env", "reduced_grid", "run_cell", "run_grid", "shared_leaf_test",
+           "summarize_grid"]
 
 GRID_PROJECTIONS: tuple[str, ...] = ("exact", "authors", "random", "scores")
 PATH_VERDICTS: tuple[str, ...] = ("arrived", "slowly closing", "stalled")
@@ -175,27 +181,77 @@ def _window(max_steps: int) -> int:
 def run_cell(model: nn.Module, pairs: ExamplePairs, cell: GridCell, *,
              bounds: tuple[float, float] | None, projections: Sequence[str] = GRID_PROJECTIONS,
              tol: float = 1.0, stall_rate: float = 0.01, seed: int = 0,
-             progress: bool = True) -> list[dict]:
+             progress: bool = True, cache: bool = False) -> list[dict]:
     """One batched run of Algorithm 4.1: every pair once per projection, in ``cell.dtype``.
+
+    With ``cache`` the records are read from ``cache_dir("grid")`` when a run with the same
+    :func:`cell_key` stored them there (the publishing workflow computes the full grid's cells
+    in parallel jobs, ``python -m leafkit.robustness cell K``, and the chapter reads them), else
+    computed and stored.
 
     Returns:
         One record a path: ``cell``, ``projection``, ``pair`` (its label), ``start``, ``fraction``
         (final / start distance), ``rate`` (see :func:`closing_verdict`), ``window``,
-        ``verdict`` and ``reached`` (whether the final prediction is the class the model gives
-        the target image).
+        ``verdict``, ``reached`` (whether the final prediction is the class the model gives
+        the target image), ``steps`` (steps taken) and ``frozen`` (stopped early because it had
+        frozen, see :func:`_walk_cell`).
 
     Paper: Algorithm 4.1 (``alpha``, at most ``T`` steps, stop at ``||d - x|| <= tol``).
     """
+    options = {"bounds": bounds, "projections": list(projections), "tol": tol,
+               "stall_rate": stall_rate, "seed": seed}
+    path = cache_dir("grid") / f"{cell_key(model, pairs, cell, options)}.json" if cache else None
+    if path is not None and path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("format") == GRID_FORMAT and stored.get("cell") == cell.label:
+            return stored["records"]
+    start = time.perf_counter()
+    records = _walk_cell(model, pairs, cell, progress=progress, **options)
+    if path is not None:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"format": GRID_FORMAT, "cell": cell.label,
+                                   "seconds": round(time.perf_counter() - start, 1),
+                                   "device": str(next(model.parameters()).device),
+                                   "records": records}))
+        tmp.replace(path)
+    return records
+
+
+#: The version of the stored records of :func:`run_cell`; changing it recomputes every cell.
+GRID_FORMAT = 1
+
+
+def cell_key(model: nn.Module, pairs: ExamplePairs, cell: GridCell, options: Mapping) -> str:
+    """The key a cell's records are stored under: the cell, the options of :func:`run_cell`, the
+    model's weights, the pairs' images, leafkit's code (:func:`leafkit.cache.code_fingerprint`),
+    torch's version and the device type, so that any change computes the cell again."""
+    device = next(model.parameters()).device
+    h = hashlib.sha256(json.dumps({"format": GRID_FORMAT, "cell": cell.label, **options,
+                                   "code": code_fingerprint(), "torch": torch.__version__,
+                                   "device": device.type}, sort_keys=True).encode())
+    for t in [*model.state_dict().values(), pairs.sources, pairs.targets]:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def _walk_cell(model: nn.Module, pairs: ExamplePairs, cell: GridCell, *,
+               bounds: tuple[float, float] | None, projections: Sequence[str], tol: float,
+               stall_rate: float, seed: int, progress: bool) -> list[dict]:
+    """The run of :func:`run_cell`, computed. A path that has frozen (its best distance fell by
+    less than a tenth of the stall rate over the verdict's window) stops there, stalled: its
+    verdict is the one the full budget would give, and its steps are saved."""
     net = copy.deepcopy(model).to(cell.dtype).eval()
     dev = next(net.parameters()).device
     k = len(projections)
     src = pairs.sources.to(dev, cell.dtype).repeat(k, 1, 1, 1)
     tgt = pairs.targets.to(dev, cell.dtype).repeat(k, 1, 1, 1)
     names = [p for p in projections for _ in pairs.source_index]
+    budget_window = _window(cell.max_steps)
     result = horizontal_path(net, src, tgt, projection=names, step_size=cell.step_size,
                              max_steps=cell.max_steps, tol=tol, bounds=bounds, seed=seed,
-                             progress=progress)
-    window = min(_window(cell.max_steps), result.distance.shape[1] - 1)
+                             progress=progress, freeze_window=budget_window,
+                             freeze_rtol=stall_rate * budget_window / 1000 / 10)
+    window = min(budget_window, result.distance.shape[1] - 1)
     verdicts, rate = closing_verdict(result.distance, result.arrived, window=window,
                                      stall_rate=stall_rate)
     with torch.no_grad():
@@ -206,26 +262,30 @@ def run_cell(model: nn.Module, pairs: ExamplePairs, cell: GridCell, *,
     return [{"cell": cell.label, "projection": names[b], "pair": labels[b],
              "start": float(result.distance[b, 0]), "fraction": float(fraction[b]),
              "rate": float(rate[b]), "window": window, "verdict": verdicts[b],
-             "reached": bool(reached[b])} for b in range(len(names))]
+             "reached": bool(reached[b]), "steps": int(result.steps_taken[b]),
+             "frozen": bool(result.frozen[b])} for b in range(len(names))]
 
 
 def run_grid(data: MNISTData, cells: Sequence[GridCell], pairs: ExamplePairs, *,
-             bounds: tuple[float, float] | None, progress: bool = True, **options) -> list[dict]:
+             bounds: tuple[float, float] | None, progress: bool = True, cache: bool = True,
+             **options) -> list[dict]:
     """:func:`run_cell` for every cell (a progress bar over the cells), one checkpoint trained or
-    loaded at a time; ``options`` go to :func:`run_cell`. Returns all per-path records."""
+    loaded at a time, each cell read from the cache when it holds one computed with the same key
+    (``cache``); ``options`` go to :func:`run_cell`. Returns all per-path records."""
     records: list[dict] = []
     models: dict[str, nn.Module] = {}
     for cell in tqdm(cells, desc="grid cells", disable=not progress):
         if cell.checkpoint not in models:
             models = {cell.checkpoint: checkpoint_model(data, cell.checkpoint, progress=progress)}
         records += run_cell(models[cell.checkpoint], pairs, cell, bounds=bounds,
-                            progress=progress, **options)
+                            progress=progress, cache=cache, **options)
     return records
 
 
 def summarize_grid(records: Sequence[dict]) -> Table:
-    """One row per cell and projection: paths, how many arrived / are slowly closing / stalled,
-    the median fraction of the start distance left, the median closing rate (per 1000 steps,
+    """One row per cell and projection: paths, how many arrived / are slowly closing / stalled
+    (and how many of those froze and were stopped early), the median fraction of the start
+    distance left, the median closing rate (per 1000 steps,
     over the window it states) and how many ended in the target's class."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
@@ -235,7 +295,7 @@ def summarize_grid(records: Sequence[dict]) -> Table:
         count = {v: sum(r["verdict"] == v for r in rs) for v in PATH_VERDICTS}
         rows.append({"cell": cell, "projection": projection, "paths": len(rs),
                      "arrived": count["arrived"], "slowly closing": count["slowly closing"],
-                     "stalled": count["stalled"],
+                     "stalled": count["stalled"], "frozen": sum(r["frozen"] for r in rs),
                      "median fraction left": statistics.median(r["fraction"] for r in rs),
                      "median rate /1000 steps": statistics.median(r["rate"] for r in rs),
                      "rate window (steps)": rs[0]["window"],
@@ -299,3 +359,29 @@ def shared_leaf_test(model: nn.Module, sources: Tensor, targets: Tensor, *, lead
              "fraction": float(out.distance[b, -1] / out.distance[b, 0]),
              "rate": float(rate[b]), "verdict": verdicts[b]} for b in range(2 * P)]
     return Table(rows, formats={"lead length": ".2f", "fraction": ".3f", "rate": ".3f"})
+
+
+def _main(argv: list[str]) -> int:
+    """``cells`` (list the grid of :func:`grid_from_env`) or ``cell K`` (compute its cell ``K``
+    as the chapter does, on :func:`leafkit.load_mnist`'s data, and store it in the cache)."""
+    kind, cells = grid_from_env()
+    if argv == ["cells"]:
+        for k, cell in enumerate(cells):
+            print(k, cell.label)
+        return 0
+    if len(argv) == 2 and argv[0] == "cell" and argv[1].isdigit() and int(argv[1]) < len(cells):
+        cell = cells[int(argv[1])]
+        data = load_mnist()
+        start = time.perf_counter()
+        run_grid(data, [cell], class_pairs(data), bounds=pixel_bounds())
+        print(f"{kind} grid, cell {argv[1]} ({cell.label}): stored in {cache_dir('grid')} "
+              f"after {time.perf_counter() - start:.0f} s")
+        return 0
+    print(f"usage: python -m leafkit.robustness cells\n"
+          f"       python -m leafkit.robustness cell K   (0 <= K < {len(cells)}, the {kind} grid)",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -9,6 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from leafkit import robustness
+from leafkit.data import pixel_bounds
 from leafkit.examples import ExamplePairs
 from leafkit.robustness import (CHECKPOINTS, GridCell, checkpoint_model, class_pairs,
                                 closing_verdict, dtype_spread, full_grid, grid_from_env,
@@ -95,12 +97,17 @@ def _linear_setting(P: int = 3, dtype=torch.float64):
     return model, sources, targets, kernel
 
 
+def _as_pairs(sources: torch.Tensor, targets: torch.Tensor) -> ExamplePairs:
+    P = len(sources)
+    return ExamplePairs(sources=sources, targets=targets, source_index=tuple(range(P)),
+                        target_index=tuple(range(P)), source_label=(0,) * P,
+                        target_label=(1,) * P, mirrored=False, rule="test")
+
+
 def test_run_cell_stalls_at_the_kernel_part_on_a_linear_model():
     model, sources, targets, kernel = _linear_setting()
     P = len(sources)
-    pairs = ExamplePairs(sources=sources, targets=targets, source_index=tuple(range(P)),
-                         target_index=tuple(range(P)), source_label=(0,) * P,
-                         target_label=(1,) * P, mirrored=False, rule="test")
+    pairs = _as_pairs(sources, targets)
     cell = GridCell("reference", 0.05, torch.float64, 300)
     records = run_cell(model, pairs, cell, bounds=None, projections=("exact", "scores"),
                        tol=0.1, progress=False)
@@ -142,3 +149,55 @@ def test_shared_leaf_test_arrives_on_a_flat_leaf():
     assert table.column("verdict") == ["arrived"] * 6
     lead = torch.tensor(table.column("lead length"))
     assert ((lead > 2.5) & (lead <= 3.0 + 1e-9)).all()  # 30 steps of 0.1, nearly straight
+
+
+def _never_walk(*args, **kwargs):
+    raise AssertionError("a stored cell was computed again")
+
+
+def test_run_cell_stores_its_records_and_reads_them_back(cache_tmp, monkeypatch):
+    model, sources, targets, _ = _linear_setting()
+    pairs = _as_pairs(sources, targets)
+    cell = GridCell("reference", 0.05, torch.float64, 40)
+    kw = dict(bounds=None, projections=("exact", "scores"), tol=0.1, progress=False)
+    computed = run_cell(model, pairs, cell, **kw)
+    assert not (cache_tmp / "grid").exists() or not any((cache_tmp / "grid").iterdir())
+    assert run_cell(model, pairs, cell, cache=True, **kw) == computed
+    assert len(list((cache_tmp / "grid").glob("*.json"))) == 1
+    monkeypatch.setattr(robustness, "_walk_cell", _never_walk)
+    assert run_cell(model, pairs, cell, cache=True, **kw) == computed  # read, not computed
+    # whatever the records depend on is in the key: each change computes the cell again
+    calls = []
+    monkeypatch.setattr(robustness, "_walk_cell", lambda *a, **k: calls.append(1) or computed)
+    nudged = nn.Sequential(nn.Flatten(), nn.Linear(16, 4)).to(torch.float64)
+    nudged.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        nudged[1].bias[0] += 1e-12
+    run_cell(nudged, pairs, cell, cache=True, **kw)
+    run_cell(model, _as_pairs(sources, targets + 1e-12), cell, cache=True, **kw)
+    run_cell(model, pairs, GridCell("reference", 0.05, torch.float64, 41), cache=True, **kw)
+    run_cell(model, pairs, cell, cache=True, **{**kw, "tol": 0.2})
+    monkeypatch.setattr(robustness, "code_fingerprint", lambda: "another version of leafkit")
+    run_cell(model, pairs, cell, cache=True, **kw)
+    assert len(calls) == 5
+
+
+def test_a_cell_stored_by_the_command_line_is_what_the_chapter_reads(cache_tmp, monkeypatch,
+                                                                      fake_test_set, capsys):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    cells = [GridCell("reference", 1.0, torch.float32, 5), GridCell("early", 1.0, torch.float64, 5)]
+    monkeypatch.setattr(robustness, "grid_from_env", lambda: ("tiny", cells))
+    monkeypatch.setattr(robustness, "load_mnist", lambda: fake_test_set)
+    monkeypatch.setattr(robustness, "checkpoint_model", lambda data, name, progress: model)
+    assert robustness._main(["cells"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{k} {c.label}" for k, c in enumerate(cells)]
+    assert robustness._main(["cell", "2"]) == 2  # out of range: the usage, nothing computed
+    assert robustness._main(["cell", "1"]) == 0 and robustness._main(["cell", "0"]) == 0
+    assert len(list((cache_tmp / "grid").glob("*.json"))) == 2
+    monkeypatch.setattr(robustness, "_walk_cell", _never_walk)
+    # the chapter's call: the same data, pairs, bounds and default options find both cells
+    records = robustness.run_grid(fake_test_set, cells, class_pairs(fake_test_set),
+                                  bounds=pixel_bounds(), progress=False)
+    assert len(records) == 2 * 20 * len(robustness.GRID_PROJECTIONS)
+    assert [r["cell"] for r in records[::80]] == [c.label for c in cells]

@@ -141,12 +141,16 @@ def test_triggers_and_jobs(workflow):
     assert on["push"]["branches"] == ["main"]
     assert on["pull_request"]["branches"] == ["main"]
     assert "workflow_dispatch" in on
-    assert set(workflow["jobs"]) == {"build", "notebooks", "checkpoints", "deploy"}
+    assert set(workflow["jobs"]) == {"grid-checkpoints", "grid", "build", "notebooks",
+                                     "checkpoints", "deploy"}
+    assert workflow["jobs"]["grid"]["needs"] == "grid-checkpoints"
+    assert workflow["jobs"]["build"]["needs"] == "grid"
     assert workflow["jobs"]["notebooks"]["needs"] == "build"
     assert workflow["jobs"]["checkpoints"]["needs"] == "build"
     assert set(workflow["jobs"]["deploy"]["needs"]) == {"build", "notebooks"}, \
         "deploy after the notebooks are pushed: the pages open them from the branch"
-    assert "if" not in workflow["jobs"]["build"], "pull requests must build too"
+    # pull requests build too (the grid jobs are skipped there); a failed grid cell stops it
+    assert workflow["jobs"]["build"]["if"] == "${{ !cancelled() && needs.grid.result != 'failure' }}"
     assert isinstance(workflow["jobs"]["build"]["timeout-minutes"], int)
 
 
@@ -273,11 +277,53 @@ def test_execution_reports_uploaded_when_the_build_fails(workflow):
                                                   named(workflow, "build", "Build the book"))
 
 
-def test_the_build_fetches_this_repositorys_checkpoints_and_runs_the_reduced_grid(workflow):
+def test_the_grid_jobs_cover_every_checkpoint_and_cell_of_the_full_grid(workflow):
+    from leafkit import robustness
+
+    jobs = workflow["jobs"]
+    assert jobs["grid-checkpoints"]["strategy"]["matrix"]["checkpoint"] == list(
+        robustness.CHECKPOINTS)
+    assert jobs["grid"]["strategy"]["matrix"]["cell"] == list(range(len(robustness.full_grid())))
+    assert jobs["grid"]["strategy"]["fail-fast"] is False
+    # pull requests skip the grid (and "grid", which needs its checkpoints)
+    assert not evaluate(jobs["grid-checkpoints"]["if"], PULL_REQUEST)
+    assert evaluate(jobs["grid-checkpoints"]["if"], PUSH_MAIN)
+    assert evaluate(jobs["grid-checkpoints"]["if"], DISPATCH_BRANCH)
+    for job in ("grid-checkpoints", "grid"):
+        assert jobs[job]["env"]["LEAFKIT_DATA"] == "full"
+        assert jobs[job]["permissions"] == {"contents": "read"}
+        assert uses(workflow, job, "actions/checkout")["with"]["persist-credentials"] is False
+    assert jobs["grid"]["env"]["LEAFKIT_GRID"] == "full"
+    train = named(workflow, "grid-checkpoints", "Train the checkpoint (or fetch the published one)")
+    assert "checkpoint_model(load_mnist('full'), os.environ['CHECKPOINT'])" in python_c(train)
+    assert jobs["grid-checkpoints"]["env"]["CHECKPOINT"] == "${{ matrix.checkpoint }}"
+    assert named(workflow, "grid", "Run the cell")["run"] == (
+        "python -m leafkit.robustness cell ${{ matrix.cell }}")
+    # what the jobs upload, the next jobs download into the leafkit cache, where leafkit looks
+    uploads = {s["with"]["name"].split("${{")[0]: s["with"]["path"]
+               for job in ("grid-checkpoints", "grid") for s in steps(workflow, job)
+               if action_of(s) == "actions/upload-artifact"}
+    assert uploads == {"grid-checkpoint-": "~/.cache/leafkit/checkpoints",
+                       "grid-cell-": "~/.cache/leafkit/grid"}
+    for job, wanted in (("grid", ["grid-checkpoint-"]),
+                        ("build", ["grid-checkpoint-", "grid-cell-"])):
+        downloads = [s for s in steps(workflow, job) if action_of(s) == "actions/download-artifact"]
+        assert [d["with"]["pattern"] for d in downloads] == [w + "*" for w in wanted]
+        for d in downloads:
+            assert d["with"]["merge-multiple"] is True
+            assert d["with"]["path"] == uploads[d["with"]["pattern"][:-1]]
+            if job == "build":
+                assert d["if"] == "needs.grid.result == 'success'"
+                assert index(workflow, job, d) < index(workflow, job,
+                                                       named(workflow, job, "Build the book"))
+
+
+def test_the_build_fetches_this_repositorys_checkpoints_and_runs_the_grid_it_was_given(workflow):
     env = workflow["jobs"]["build"]["env"]
     assert env["LEAFKIT_CHECKPOINTS"] == ("https://github.com/${{ github.repository }}/releases/"
                                           "download/checkpoints")
-    assert env["LEAFKIT_GRID"] == "reduced", "the full grid is hours on a 2-core runner"
+    # the full grid when the grid jobs ran, the reduced one when they were skipped
+    assert env["LEAFKIT_GRID"] == "${{ needs.grid.result == 'success' && 'full' || 'reduced' }}"
     assert env["LEAFKIT_BUILD_JOBS"] == "1", "chapters one at a time, as rehearsed at full size"
     step = named(workflow, "build", "Robustness checkpoints")
     assert "grid_from_env()" in python_c(step) and "checkpoint_model(" in python_c(step)

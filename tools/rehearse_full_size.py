@@ -16,9 +16,10 @@ labelled as a stand-in wherever it is printed). Then it
    (the stand-in's digits are not the paper's, so a claim check may fail here where it would hold
    on MNIST: the time is what is rehearsed), and writes everything to ``--out`` as JSON.
 
-The robustness chapter's full grid (36 cells, 80 paths of up to 5000 steps each) is not run
-unless ``--grid full``: by default the chapter runs its reduced grid and ``--estimate-grid``
-times a few steps of each dtype to estimate the full grid's cost.
+The robustness chapter's full grid (36 cells, 80 paths of up to 5000 steps each), which the
+workflow computes in 36 jobs of its own before the build (``python -m leafkit.robustness cell
+K``), is not run unless ``--grid full``: by default the chapter runs its reduced grid and
+``--estimate-grid`` times a few steps of each dtype to estimate the cost of a cell.
 
 Usage::
 
