@@ -297,6 +297,8 @@ def test_the_grid_jobs_cover_every_checkpoint_and_cell_of_the_full_grid(workflow
     train = named(workflow, "grid-checkpoints", "Train the checkpoint (or fetch the published one)")
     assert "checkpoint_model(load_mnist('full'), os.environ['CHECKPOINT'])" in python_c(train)
     assert jobs["grid-checkpoints"]["env"]["CHECKPOINT"] == "${{ matrix.checkpoint }}"
+    assert not [s for s in steps(workflow, "grid-checkpoints") if "cache" in action_of(s)], \
+        "a restored cache would upload every checkpoint it holds, not the job's one"
     assert named(workflow, "grid", "Run the cell")["run"] == (
         "python -m leafkit.robustness cell ${{ matrix.cell }}")
     # what the jobs upload, the next jobs download into the leafkit cache, where leafkit looks
