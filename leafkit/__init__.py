@@ -44,7 +44,7 @@ from .planes import PLANE_FIELDS, PlaneField, circle
 from .survey import ARCHITECTURES, SurveyCase, involutivity_survey, survey_models
 
 # horizontal-path experiments (Figures 4-6): example images, measurements of a path
-from .examples import ExamplePairs, example_pairs, first_of_class, mirror
+from .examples import ExamplePairs, example_pairs, first_of_class, mirror, unsure_pairs
 from .path_metrics import (Transition, classes_visited, entropy, interpolation_gap,
                            kernel_fraction, linear_interpolation, path_summary, plateau_change,
                            segment_distance, settling_step, transitions)

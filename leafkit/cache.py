@@ -5,11 +5,15 @@ results."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import time
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
 
-__all__ = ["CACHE_ENV", "DEVICE_ENV", "cache_dir", "code_fingerprint", "default_device"]
+__all__ = ["CACHE_ENV", "DEVICE_ENV", "RECORDS_FORMAT", "cache_dir", "cached_records",
+           "code_fingerprint", "default_device", "records_key"]
 
 CACHE_ENV = "LEAFKIT_CACHE"
 DEVICE_ENV = "LEAFKIT_DEVICE"
@@ -49,12 +53,54 @@ def code_fingerprint() -> str:
 
     Results cached under a key that includes it are computed again after any change to the code
     (read once per process)."""
-    package = Path(__file__).resolve().parent
+    return _source_fingerprint(Path(__file__).resolve().parent)
+
+
+def _source_fingerprint(folder: Path) -> str:
+    """sha256 of every ``*.py`` file below ``folder``: relative path and bytes, in path order."""
     h = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        h.update(path.relative_to(package).as_posix().encode() + b"\0")
+    for path in sorted(folder.rglob("*.py")):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
         h.update(path.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+#: The version of the files :func:`cached_records` writes; changing it computes everything again.
+RECORDS_FORMAT = 1
+
+
+def records_key(config: Mapping, tensors: Iterable) -> str:
+    """The key a computation's records are stored under: ``config`` (JSON-serializable), the bytes
+    of ``tensors``, leafkit's code (:func:`code_fingerprint`) and torch's version."""
+    import torch
+
+    h = hashlib.sha256(json.dumps({"format": RECORDS_FORMAT, **config, "code": code_fingerprint(),
+                                   "torch": torch.__version__}, sort_keys=True).encode())
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def cached_records(folder: str, config: Mapping, tensors: Iterable,
+                   compute: Callable[[], list[dict]]) -> list[dict]:
+    """``compute()``'s records, stored in ``cache_dir(folder)`` under :func:`records_key` and read
+    back instead of computed when that file exists (an unreadable one is computed again). Each
+    file also holds ``config`` and the seconds ``compute`` took."""
+    path = cache_dir(folder) / f"{records_key(config, tensors)}.json"
+    try:
+        stored = json.loads(path.read_text())
+        if stored["format"] == RECORDS_FORMAT and isinstance(stored["records"], list):
+            return stored["records"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not there, or not a file of this format: compute it
+    start = time.perf_counter()
+    records = compute()
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"format": RECORDS_FORMAT, "config": config,
+                               "seconds": round(time.perf_counter() - start, 1),
+                               "records": records}))
+    tmp.replace(path)
+    return records
 
 
 def default_device():

@@ -4,9 +4,10 @@
 on full MNIST, and ``(source class, target class)`` substitutes for the offline subset (whose 1000
 test images the authors' indices cannot be mapped to), where each image is the first test image of
 its class (:func:`first_of_class`). Figure 5's targets are horizontally mirrored digits
-(:func:`mirror`). The tables themselves live in the chapters that show each figure.
+(:func:`mirror`). Figure 7's CIFAR-10 pairs are images the network is not over-confident on
+(:func:`unsure_pairs`). The tables themselves live in the chapters that show each figure.
 
-Paper: Section 4.3, Figures 4-6.
+Paper: Section 4.3, Figures 4-7.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
+from .checks import _scores, check_batch, check_model, eval_mode
 from .data import MNISTData
 
-__all__ = ["ExamplePairs", "example_pairs", "first_of_class", "mirror"]
+__all__ = ["ExamplePairs", "example_pairs", "first_of_class", "mirror", "unsure_pairs"]
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,8 @@ class ExamplePairs:
     """The source/target pairs of one figure.
 
     Attributes:
-        sources: `(P, 1, 28, 28)` source images (normalized).
-        targets: `(P, 1, 28, 28)` target images (mirrored for Figure 5).
+        sources: `(P, *image_shape)` source images (normalized), `(P, 1, 28, 28)` for MNIST.
+        targets: `(P, *image_shape)` target images (mirrored for Figure 5).
         source_index: the test-set index of each source.
         target_index: the test-set index of each target (of the image before mirroring).
         source_label: the true class of each source.
@@ -120,3 +123,47 @@ def example_pairs(data: MNISTData, *, paper: Sequence[tuple[int, int]],
                         source_label=tuple(data.test_y[src].tolist()),
                         target_label=tuple(data.test_y[tgt].tolist()), mirrored=bool(mirrored),
                         rule=rule)
+
+
+def unsure_pairs(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, max_p: float = 0.99,
+                 count: int | None = None) -> ExamplePairs:
+    """Pairs of the images on which ``model`` is not over-confident (Figure 7's CIFAR-10 walks).
+
+    The images ``x[k]`` with ``max_y p(y | x_k) <= max_p`` are taken in order; each is paired
+    with the next one left whose label differs, until ``count`` pairs are formed (all that can be,
+    with ``None``). The threshold 0.99 is the authors' (their CIFAR-10 code walks only between
+    such images); pairing in order is our rule.
+
+    Args:
+        model: classifier returning scores `(B, C)`; run in eval mode, without gradients.
+        x: `(N, *image_shape)` images; the indices of the pairs are positions in ``x``.
+        labels: `(N,)` their true classes.
+        max_p: the largest probability of the predicted class an image may have.
+        count: the most pairs to form.
+
+    Raises:
+        ValueError: labels that do not match ``x``, or fewer than one pair to form.
+    """
+    check_batch(x)
+    if labels.shape != (len(x),):
+        raise ValueError(f"labels must have shape ({len(x)},), got {tuple(labels.shape)}")
+    check_model(model, x)
+    with eval_mode(model), torch.no_grad():
+        p_max = _scores(model, x).softmax(-1).amax(-1).cpu()
+    y = labels.cpu().tolist()
+    free = [k for k in range(len(x)) if p_max[k] <= max_p]
+    pairs: list[tuple[int, int]] = []
+    while len(free) > 1 and (count is None or len(pairs) < count):
+        a = free.pop(0)
+        b = next((k for k in free if y[k] != y[a]), None)
+        if b is not None:
+            free.remove(b)
+            pairs.append((a, b))
+    if not pairs:
+        raise ValueError(f"no pair of images of different classes with max p <= {max_p}")
+    src, tgt = [a for a, _ in pairs], [b for _, b in pairs]
+    return ExamplePairs(sources=x[src].clone(), targets=x[tgt].clone(), source_index=tuple(src),
+                        target_index=tuple(tgt), source_label=tuple(y[k] for k in src),
+                        target_label=tuple(y[k] for k in tgt), mirrored=False,
+                        rule=f"the images with max p <= {max_p:g} in order, each paired with the "
+                             f"next one of another class")

@@ -15,8 +15,6 @@ Paper: Section 4.3, Algorithm 4.1, Figure 4; Proposition 2.1 (rank ``C - 1``).
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import os
 import statistics
 import sys
@@ -28,19 +26,20 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .cache import cache_dir, code_fingerprint
+from .cache import cache_dir, cached_records
+from .cifar import CIFAR_BOUNDS, cifar_reference_model, load_cifar10
 from .data import FULL_SIZE_SOURCES, MNISTData, load_mnist, pixel_bounds
-from .examples import ExamplePairs, first_of_class
+from .examples import ExamplePairs, first_of_class, unsure_pairs
 from .models import MnistCNN
 from .path_metrics import plateau_change
 from .paths import horizontal_path
 from .tables import Table
 from .training import REFERENCE_EPOCHS, steps_for_epochs, train
 
-__all__ = ["CHECKPOINTS", "GRID_PROJECTIONS", "PATH_VERDICTS", "GridCell", "cell_key",
-           "checkpoint_model", "class_pairs", "closing_verdict", "dtype_spread", "full_grid",
-           "grid_from_env", "reduced_grid", "run_cell", "run_grid", "shared_leaf_test",
-           "summarize_grid"]
+__all__ = ["CHECKPOINTS", "GRID_PROJECTIONS", "PATH_VERDICTS", "GridCell", "checkpoint_model",
+           "cifar_cell", "class_pairs", "closing_verdict", "dtype_spread", "full_grid",
+           "grid_from_env", "reduced_grid", "run_cell", "run_cifar_cell", "run_grid",
+           "shared_leaf_test", "summarize_grid"]
 
 GRID_PROJECTIONS: tuple[str, ...] = ("exact", "authors", "random", "scores")
 PATH_VERDICTS: tuple[str, ...] = ("arrived", "slowly closing", "stalled")
@@ -58,8 +57,9 @@ CHECKPOINTS: dict[str, dict] = {
 
 @dataclass(frozen=True)
 class GridCell:
-    """One run of the grid: a checkpoint (a key of :data:`CHECKPOINTS`), a step size ``alpha``,
-    a dtype and a budget of steps."""
+    """One run of the grid: a checkpoint (a key of :data:`CHECKPOINTS`; any name of a network
+    for :func:`run_cell` alone, as in :func:`cifar_cell`), a step size ``alpha``, a dtype and a
+    budget of steps."""
 
     checkpoint: str
     step_size: float
@@ -102,6 +102,24 @@ def grid_from_env(env: Mapping[str, str] | None = None) -> tuple[str, list[GridC
     if grid == "full" or (not grid and data in FULL_SIZE_SOURCES):
         return "full", full_grid()
     return "reduced", reduced_grid()
+
+
+def cifar_cell(kind: str) -> GridCell:
+    """The grid's CIFAR-10 cell (``kind`` as :func:`grid_from_env` returns it): the network of
+    :func:`leafkit.cifar_reference_model`, step 0.25 (the authors' step 1 in their standardized
+    units, as in the Figure 7 chapter), float32, 5000 steps in the full grid, 100 otherwise."""
+    return GridCell("CIFAR-10 network", 0.25, torch.float32, 5000 if kind == "full" else 100)
+
+
+def run_cifar_cell(kind: str, *, progress: bool = True) -> tuple[ExamplePairs, list[dict]]:
+    """``(pairs, records)``: :func:`run_cell` of :func:`cifar_cell`, cached, with the four
+    projections, on the pairs :func:`leafkit.examples.unsure_pairs` forms among the first 20
+    CIFAR-10 test images (all 20 offline), pixels clamped to :data:`leafkit.CIFAR_BOUNDS`."""
+    data = load_cifar10()
+    model = cifar_reference_model(data)
+    pairs = unsure_pairs(model, data.test_x[:20], data.test_y[:20])
+    return pairs, run_cell(model, pairs, cifar_cell(kind), bounds=CIFAR_BOUNDS,
+                           progress=progress, cache=True)
 
 
 def class_pairs(data: MNISTData, shifts: Sequence[int] = (1, 5)) -> ExamplePairs:
@@ -184,10 +202,11 @@ def run_cell(model: nn.Module, pairs: ExamplePairs, cell: GridCell, *,
              progress: bool = True, cache: bool = False) -> list[dict]:
     """One batched run of Algorithm 4.1: every pair once per projection, in ``cell.dtype``.
 
-    With ``cache`` the records are read from ``cache_dir("grid")`` when a run with the same
-    :func:`cell_key` stored them there (the publishing workflow computes the full grid's cells
-    in parallel jobs, ``python -m leafkit.robustness cell K``, and the chapter reads them), else
-    computed and stored.
+    With ``cache`` the records are read from ``cache_dir("grid")`` when a run with the same key
+    stored them there, else computed and stored (:func:`leafkit.cache.cached_records`; the key
+    holds the cell, these options, the device type, the model's weights, the pairs' images,
+    leafkit's code and torch's version). The publishing workflow computes the full grid's cells
+    in parallel jobs so (``python -m leafkit.robustness cell K``), and the chapter reads them.
 
     Returns:
         One record a path: ``cell``, ``projection``, ``pair`` (its label), ``start``, ``fraction``
@@ -200,38 +219,13 @@ def run_cell(model: nn.Module, pairs: ExamplePairs, cell: GridCell, *,
     """
     options = {"bounds": bounds, "projections": list(projections), "tol": tol,
                "stall_rate": stall_rate, "seed": seed}
-    path = cache_dir("grid") / f"{cell_key(model, pairs, cell, options)}.json" if cache else None
-    if path is not None and path.is_file():
-        stored = json.loads(path.read_text())
-        if stored.get("format") == GRID_FORMAT and stored.get("cell") == cell.label:
-            return stored["records"]
-    start = time.perf_counter()
-    records = _walk_cell(model, pairs, cell, progress=progress, **options)
-    if path is not None:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"format": GRID_FORMAT, "cell": cell.label,
-                                   "seconds": round(time.perf_counter() - start, 1),
-                                   "device": str(next(model.parameters()).device),
-                                   "records": records}))
-        tmp.replace(path)
-    return records
-
-
-#: The version of the stored records of :func:`run_cell`; changing it recomputes every cell.
-GRID_FORMAT = 1
-
-
-def cell_key(model: nn.Module, pairs: ExamplePairs, cell: GridCell, options: Mapping) -> str:
-    """The key a cell's records are stored under: the cell, the options of :func:`run_cell`, the
-    model's weights, the pairs' images, leafkit's code (:func:`leafkit.cache.code_fingerprint`),
-    torch's version and the device type, so that any change computes the cell again."""
-    device = next(model.parameters()).device
-    h = hashlib.sha256(json.dumps({"format": GRID_FORMAT, "cell": cell.label, **options,
-                                   "code": code_fingerprint(), "torch": torch.__version__,
-                                   "device": device.type}, sort_keys=True).encode())
-    for t in [*model.state_dict().values(), pairs.sources, pairs.targets]:
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:32]
+    if not cache:
+        return _walk_cell(model, pairs, cell, progress=progress, **options)
+    weights = next(model.parameters())
+    config = {"cell": cell.label, **options, "device": weights.device.type}
+    return cached_records("grid", config,
+                          [*model.state_dict().values(), pairs.sources, pairs.targets],
+                          lambda: _walk_cell(model, pairs, cell, progress=progress, **options))
 
 
 def _walk_cell(model: nn.Module, pairs: ExamplePairs, cell: GridCell, *,
@@ -362,24 +356,29 @@ def shared_leaf_test(model: nn.Module, sources: Tensor, targets: Tensor, *, lead
 
 
 def _main(argv: list[str]) -> int:
-    """``cells`` (list the grid of :func:`grid_from_env`) or ``cell K`` (compute its cell ``K``
-    as the chapter does, on :func:`leafkit.load_mnist`'s data, and store it in the cache)."""
+    """``cells`` (list the grid of :func:`grid_from_env`, then its CIFAR-10 cell) or ``cell K``
+    (compute cell ``K``, or ``cell cifar``, as the chapter does, and store it in the cache)."""
     kind, cells = grid_from_env()
     if argv == ["cells"]:
         for k, cell in enumerate(cells):
             print(k, cell.label)
+        print("cifar", cifar_cell(kind).label)
         return 0
-    if len(argv) == 2 and argv[0] == "cell" and argv[1].isdigit() and int(argv[1]) < len(cells):
-        cell = cells[int(argv[1])]
-        data = load_mnist()
+    if argv[:1] == ["cell"] and len(argv) == 2 and (
+            argv[1] == "cifar" or argv[1].isdigit() and int(argv[1]) < len(cells)):
         start = time.perf_counter()
-        run_grid(data, [cell], class_pairs(data), bounds=pixel_bounds())
-        print(f"{kind} grid, cell {argv[1]} ({cell.label}): stored in {cache_dir('grid')} "
-              f"after {time.perf_counter() - start:.0f} s")
+        if argv[1] == "cifar":
+            label = cifar_cell(kind).label
+            run_cifar_cell(kind)
+        else:
+            label, data = cells[int(argv[1])].label, load_mnist()
+            run_grid(data, [cells[int(argv[1])]], class_pairs(data), bounds=pixel_bounds())
+        print(f"{kind} grid, cell {argv[1]} ({label}): stored in {cache_dir('grid')} after "
+              f"{time.perf_counter() - start:.0f} s")
         return 0
     print(f"usage: python -m leafkit.robustness cells\n"
-          f"       python -m leafkit.robustness cell K   (0 <= K < {len(cells)}, the {kind} grid)",
-          file=sys.stderr)
+          f"       python -m leafkit.robustness cell K   (0 <= K < {len(cells)}, the {kind} grid)\n"
+          f"       python -m leafkit.robustness cell cifar", file=sys.stderr)
     return 2
 
 

@@ -1,5 +1,7 @@
 """The cache folder and the device rule (leafkit.cache)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -79,3 +81,41 @@ def test_the_rule_is_documented_in_one_place():
     assert "$LEAFKIT_DEVICE" in doc and "CUDA" in doc and "CPU" in doc
     for routine in (leafkit.train, leafkit.load_mnist):
         assert "default_device" in routine.__doc__
+
+
+def test_records_are_computed_once_per_key_and_an_unreadable_file_again(cache_tmp):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return [{"value": 0.1 + 0.2, "name": "a"}]
+
+    x = torch.arange(6.0)
+    first = cache.cached_records("demo", {"what": "sum"}, [x], compute)
+    assert cache.cached_records("demo", {"what": "sum"}, [x.clone()], compute) == first
+    assert len(calls) == 1 and first[0]["value"] == 0.1 + 0.2  # floats come back exactly
+    cache.cached_records("demo", {"what": "sum"}, [x + 1e-6], compute)  # other tensor bytes
+    cache.cached_records("demo", {"what": "mean"}, [x], compute)  # another config
+    assert len(calls) == 3
+    (path,) = [p for p in (cache_tmp / "demo").glob("*.json")
+               if p.stem == cache.records_key({"what": "sum"}, [x])]
+    path.write_text('{"format": 1, "records": [trunc')  # a file cut short
+    assert cache.cached_records("demo", {"what": "sum"}, [x], compute) == first
+    assert len(calls) == 4
+    assert not list((cache_tmp / "demo").glob("*.tmp"))
+
+
+def test_the_source_fingerprint_changes_with_any_module_and_only_with_modules(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    seen = {cache._source_fingerprint(tmp_path)}
+    (tmp_path / "notes.txt").write_text("not code")
+    assert cache._source_fingerprint(tmp_path) in seen  # only *.py files count
+    for change in (lambda: (tmp_path / "a.py").write_text("x = 3\n"),
+                   lambda: (tmp_path / "sub" / "b.py").rename(tmp_path / "sub" / "c.py"),
+                   lambda: (tmp_path / "d.py").write_text("")):
+        change()
+        seen.add(cache._source_fingerprint(tmp_path))
+    assert len(seen) == 4
+    assert cache.code_fingerprint() == cache._source_fingerprint(Path(leafkit.__file__).parent)

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from leafkit.data import MNISTData
-from leafkit.examples import example_pairs, first_of_class, mirror
+from torch import nn
+
+from leafkit.examples import example_pairs, first_of_class, mirror, unsure_pairs
 
 
 @pytest.fixture
@@ -62,3 +64,26 @@ def test_example_pairs_rejects_malformed_tables(data):
         example_pairs(data, paper=((1, 2, 3),), offline=((0, 1),))
     with pytest.raises(ValueError, match="no image of class 11"):
         example_pairs(data, paper=((1, 2),), offline=((0, 11),))
+
+
+class _ScoresAreTheInput(nn.Module):
+    def forward(self, x):
+        return x
+
+
+def test_unsure_pairs_pairs_the_unsure_images_in_order_across_classes():
+    sure, unsure = [10.0, 0.0, 0.0], [0.0, 0.0, 0.0]  # p_max 0.9999 and 1/3
+    x = torch.tensor([unsure, sure, unsure, unsure, unsure, unsure])
+    y = torch.tensor([0, 1, 0, 2, 1, 1])
+    pairs = unsure_pairs(_ScoresAreTheInput(), x, y)
+    # 0 (class 0) skips 2 (class 0 too) for 3; 2 then takes 4; 5 is left alone; 1 is too sure
+    assert (pairs.source_index, pairs.target_index) == ((0, 2), (3, 4))
+    assert (pairs.source_label, pairs.target_label) == ((0, 0), (2, 1))
+    torch.testing.assert_close(pairs.sources, x[[0, 2]])
+    torch.testing.assert_close(pairs.targets, x[[3, 4]])
+    assert unsure_pairs(_ScoresAreTheInput(), x, y, count=1).source_index == (0,)
+    assert "max p <= 0.99" in pairs.rule
+    with pytest.raises(ValueError, match="no pair"):
+        unsure_pairs(_ScoresAreTheInput(), x, y, max_p=0.3)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        unsure_pairs(_ScoresAreTheInput(), x, y[:3])

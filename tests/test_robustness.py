@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import leafkit.cache
 from leafkit import robustness
 from leafkit.data import pixel_bounds
 from leafkit.examples import ExamplePairs
@@ -61,6 +62,12 @@ def test_class_pairs_rule(fake_test_set):
     assert "i -> i+s mod 10" in pairs.rule
     with pytest.raises(ValueError, match="shifts"):
         class_pairs(fake_test_set, shifts=(10,))
+
+
+def test_the_cifar_cell_has_the_full_budget_only_in_the_full_grid():
+    full, reduced = robustness.cifar_cell("full"), robustness.cifar_cell("reduced")
+    assert (full.max_steps, reduced.max_steps) == (5000, 100)
+    assert full.step_size == reduced.step_size == 0.25 and full.dtype == torch.float32
 
 
 def test_grid_switch():
@@ -177,7 +184,7 @@ def test_run_cell_stores_its_records_and_reads_them_back(cache_tmp, monkeypatch)
     run_cell(model, _as_pairs(sources, targets + 1e-12), cell, cache=True, **kw)
     run_cell(model, pairs, GridCell("reference", 0.05, torch.float64, 41), cache=True, **kw)
     run_cell(model, pairs, cell, cache=True, **{**kw, "tol": 0.2})
-    monkeypatch.setattr(robustness, "code_fingerprint", lambda: "another version of leafkit")
+    monkeypatch.setattr(leafkit.cache, "code_fingerprint", lambda: "another version of leafkit")
     run_cell(model, pairs, cell, cache=True, **kw)
     assert len(calls) == 5
 
@@ -191,7 +198,12 @@ def test_a_cell_stored_by_the_command_line_is_what_the_chapter_reads(cache_tmp, 
     monkeypatch.setattr(robustness, "load_mnist", lambda: fake_test_set)
     monkeypatch.setattr(robustness, "checkpoint_model", lambda data, name, progress: model)
     assert robustness._main(["cells"]) == 0
-    assert capsys.readouterr().out.splitlines() == [f"{k} {c.label}" for k, c in enumerate(cells)]
+    assert capsys.readouterr().out.splitlines() == (
+        [f"{k} {c.label}" for k, c in enumerate(cells)]
+        + [f"cifar {robustness.cifar_cell('tiny').label}"])
+    asked = []
+    monkeypatch.setattr(robustness, "run_cifar_cell", asked.append)
+    assert robustness._main(["cell", "cifar"]) == 0 and asked == ["tiny"]
     assert robustness._main(["cell", "2"]) == 2  # out of range: the usage, nothing computed
     assert robustness._main(["cell", "1"]) == 0 and robustness._main(["cell", "0"]) == 0
     assert len(list((cache_tmp / "grid").glob("*.json"))) == 2
