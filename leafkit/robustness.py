@@ -36,9 +36,9 @@ from .paths import horizontal_path
 from .tables import Table
 from .training import REFERENCE_EPOCHS, steps_for_epochs, train
 
-__all__ = ["CHECKPOINTS", "GRID_PROJECTIONS", "PATH_VERDICTS", "GridCell", "checkpoint_model",
-           "cifar_cell", "class_pairs", "closing_verdict", "dtype_spread", "full_grid",
-           "grid_from_env", "reduced_grid", "run_cell", "run_cifar_cell", "run_grid",
+__all__ = ["CHECKPOINTS", "GRID_PROJECTIONS", "PATH_VERDICTS", "REDUCED_CIFAR_PAIRS", "GridCell",
+           "checkpoint_model", "cifar_cell", "class_pairs", "closing_verdict", "dtype_spread",
+           "full_grid", "grid_from_env", "reduced_grid", "run_cell", "run_cifar_cell", "run_grid",
            "shared_leaf_test", "summarize_grid"]
 
 GRID_PROJECTIONS: tuple[str, ...] = ("exact", "authors", "random", "scores")
@@ -104,6 +104,11 @@ def grid_from_env(env: Mapping[str, str] | None = None) -> tuple[str, list[GridC
     return "reduced", reduced_grid()
 
 
+#: Pairs of the reduced grid's CIFAR-10 cell. The offline images give 7; at one torch thread the
+#: cell took 60 s with 7 (side by side with another chapter) and 31 s with 4 (alone).
+REDUCED_CIFAR_PAIRS = 4
+
+
 def cifar_cell(kind: str) -> GridCell:
     """The grid's CIFAR-10 cell (``kind`` as :func:`grid_from_env` returns it): the network of
     :func:`leafkit.cifar_reference_model`, step 0.25 (the authors' step 1 in their standardized
@@ -114,10 +119,12 @@ def cifar_cell(kind: str) -> GridCell:
 def run_cifar_cell(kind: str, *, progress: bool = True) -> tuple[ExamplePairs, list[dict]]:
     """``(pairs, records)``: :func:`run_cell` of :func:`cifar_cell`, cached, with the four
     projections, on the pairs :func:`leafkit.examples.unsure_pairs` forms among the first 20
-    CIFAR-10 test images (all 20 offline), pixels clamped to :data:`leafkit.CIFAR_BOUNDS`."""
+    CIFAR-10 test images (all 20 offline): all of them in the full grid, the first
+    :data:`REDUCED_CIFAR_PAIRS` otherwise. Pixels are clamped to :data:`leafkit.CIFAR_BOUNDS`."""
     data = load_cifar10()
     model = cifar_reference_model(data)
-    pairs = unsure_pairs(model, data.test_x[:20], data.test_y[:20])
+    pairs = unsure_pairs(model, data.test_x[:20], data.test_y[:20],
+                         count=None if kind == "full" else REDUCED_CIFAR_PAIRS)
     return pairs, run_cell(model, pairs, cifar_cell(kind), bounds=CIFAR_BOUNDS,
                            progress=progress, cache=True)
 
