@@ -228,8 +228,7 @@ def run_cell(model: nn.Module, pairs: ExamplePairs, cell: GridCell, *,
                "stall_rate": stall_rate, "seed": seed}
     if not cache:
         return _walk_cell(model, pairs, cell, progress=progress, **options)
-    weights = next(model.parameters())
-    config = {"cell": cell.label, **options, "device": weights.device.type}
+    config = {"cell": cell.label, **options, "device": next(model.parameters()).device.type}
     return cached_records("grid", config,
                           [*model.state_dict().values(), pairs.sources, pairs.targets],
                           lambda: _walk_cell(model, pairs, cell, progress=progress, **options))
@@ -239,8 +238,8 @@ def _walk_cell(model: nn.Module, pairs: ExamplePairs, cell: GridCell, *,
                bounds: tuple[float, float] | None, projections: Sequence[str], tol: float,
                stall_rate: float, seed: int, progress: bool) -> list[dict]:
     """The run of :func:`run_cell`, computed. A path that has frozen (its best distance fell by
-    less than a tenth of the stall rate over the verdict's window) stops there, stalled: its
-    verdict is the one the full budget would give, and its steps are saved."""
+    less than a tenth of the stall rate over the verdict's window) stops there, to save its
+    steps, and is counted as stalled, which its last window was (not a rule of the paper)."""
     net = copy.deepcopy(model).to(cell.dtype).eval()
     dev = next(net.parameters()).device
     k = len(projections)
@@ -286,8 +285,8 @@ def run_grid(data: MNISTData, cells: Sequence[GridCell], pairs: ExamplePairs, *,
 def summarize_grid(records: Sequence[dict]) -> Table:
     """One row per cell and projection: paths, how many arrived / are slowly closing / stalled
     (and how many of those froze and were stopped early), the median fraction of the start
-    distance left, the median closing rate (per 1000 steps,
-    over the window it states) and how many ended in the target's class."""
+    distance left, the median closing rate (per 1000 steps, over the window it states) and how
+    many ended in the target's class."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         groups.setdefault((r["cell"], r["projection"]), []).append(r)
