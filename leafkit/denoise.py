@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import _scores, check_batch, check_model, eval_mode
-from .geometry import log_prob_jacobian_from_scores
+from .geometry import _log_softmax_by_differences, log_prob_jacobian_from_scores
 from .jacobian import _score_jacobian
 from .projection import _project_tangent, _tangent_basis
 
@@ -168,7 +168,7 @@ def trace_gradient_kernel_share(model: nn.Module, x: Tensor) -> Tensor:
     with eval_mode(model):
         xg = x.detach().requires_grad_()
         with torch.enable_grad():
-            log_p = torch.log_softmax(_scores(model, xg), 1)
+            log_p = _log_softmax_by_differences(_scores(model, xg))
             C = log_p.shape[1]
             rows = [torch.autograd.grad(log_p[:, k].sum(), xg, create_graph=True)[0].reshape(B, -1)
                     for k in range(C)]

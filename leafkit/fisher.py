@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
 from .checks import _scores, check_batch, check_jacobian, check_model, eval_mode
-from .geometry import DEFAULT_MAX_D, _check_dense, _flat_parameters, _weighted_gram
+from .geometry import (DEFAULT_MAX_D, _check_dense, _flat_parameters, _log_softmax_by_differences,
+                       _weighted_gram)
 
 __all__ = ["fisher_vector_product", "local_fisher_matrix", "log_prob_parameter_jacobian",
            "score_balance"]
@@ -37,7 +38,8 @@ def log_prob_parameter_jacobian(model: nn.Module, x: Tensor) -> tuple[Tensor, Te
     w, unflatten = _flat_parameters(model)
 
     def log_p_one(v: Tensor, xb: Tensor) -> Tensor:
-        return torch.log_softmax(functional_call(model, unflatten(v), (xb.unsqueeze(0),)), -1)[0]
+        out = functional_call(model, unflatten(v), (xb.unsqueeze(0),))
+        return _log_softmax_by_differences(out)[0]
 
     with eval_mode(model):
         with torch.no_grad():
