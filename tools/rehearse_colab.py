@@ -64,7 +64,7 @@ EXPLORER = """import leafkit
 data = leafkit.load_mnist()
 model = leafkit.reference_model(data)
 box = leafkit.path_explorer(model, data, source=0, max_steps=60)
-assert len(box.children) == 7 and box.result.points.shape[1] > 1
+assert len(box.children) == 6 and box.result.points.shape[1] > 1  # 4 rows of controls, frame, view
 box"""
 
 
