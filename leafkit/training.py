@@ -20,6 +20,7 @@ import hashlib
 import inspect
 import json
 import os
+import platform
 import tempfile
 import time
 import types
@@ -94,10 +95,22 @@ class TrainResult:
         return net.to(device if device is not None else default_device()).eval()
 
 
+def _cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`): two CPUs
+    with different instruction sets round a run differently."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def training_environment(device: torch.device) -> dict:
     """What a run's exact bits depend on beyond its configuration."""
     env = {"torch": str(torch.__version__), "device": str(device),
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "cpu": _cpu_name()}
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)
     return env

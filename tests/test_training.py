@@ -1,6 +1,7 @@
 import functools
 import inspect
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -188,7 +189,9 @@ def test_the_training_environment_is_recorded_but_not_keyed(cache_tmp):
         again = train_tiny()
     finally:
         torch.set_num_threads(threads)
-    expected = {"torch": str(torch.__version__), "device": "cpu", "threads": 1}
+    cpu = first.environment["cpu"]  # the CPU model, as /proc/cpuinfo names it on Linux
+    assert cpu and (not Path("/proc/cpuinfo").exists() or cpu in Path("/proc/cpuinfo").read_text())
+    expected = {"torch": str(torch.__version__), "device": "cpu", "threads": 1, "cpu": cpu}
     assert first.environment == expected and not first.from_cache
     assert again.from_cache and again.environment == expected  # same key on 2 threads
 
