@@ -1,19 +1,20 @@
 """Where leafkit keeps downloads, checkpoints and computed results (one folder, never the
-repository), which device it computes on, and the fingerprint of its own code that keys cached
-results."""
+repository), which device it computes on, what else a training run's bits depend on (its
+environment), and the fingerprint of its own code that keys cached results."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import platform
 import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
 
 __all__ = ["CACHE_ENV", "DEVICE_ENV", "RECORDS_FORMAT", "cache_dir", "cached_records",
-           "code_fingerprint", "default_device", "records_key"]
+           "code_fingerprint", "default_device", "records_key", "training_environment"]
 
 CACHE_ENV = "LEAFKIT_CACHE"
 DEVICE_ENV = "LEAFKIT_DEVICE"
@@ -144,3 +145,26 @@ def default_device():
         raise ValueError(f"{DEVICE_ENV}={requested!r}: leafkit supports the devices cpu, cuda and "
                          f"mps; set {DEVICE_ENV}=cpu or unset it")
     return device
+
+
+def _cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`): two CPUs
+    with different instruction sets round a run differently."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def training_environment(device: torch.device) -> dict:
+    """What a run's exact bits depend on beyond its configuration."""
+    import torch
+
+    env = {"torch": str(torch.__version__), "device": str(device),
+           "threads": torch.get_num_threads(), "cpu": _cpu_name()}
+    if device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+    return env

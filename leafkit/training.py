@@ -20,7 +20,6 @@ import hashlib
 import inspect
 import json
 import os
-import platform
 import tempfile
 import time
 import types
@@ -33,14 +32,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .cache import cache_dir, default_device
+from .cache import cache_dir, default_device, training_environment
 from .models import MnistCNN, build_model
 from .published import fetch_checkpoint
 
 __all__ = ["FORMAT_VERSION", "REFERENCE_EPOCHS", "CheckpointError", "TrainConfig", "TrainResult",
            "accuracy", "checkpoint_path", "data_fingerprint", "hook_identity", "load_checkpoint",
            "reference_model", "reference_run", "save_checkpoint", "steps_for_epochs",
-           "tensor_checksum", "train", "training_environment"]
+           "tensor_checksum", "train"]
 
 FORMAT_VERSION = 2  # 2: sha256 checksum of the tensors, training environment
 REFERENCE_EPOCHS = 10  # the paper's checkpoint: step 10000 of batch 60 on 60000 images = epoch 10
@@ -93,27 +92,6 @@ class TrainResult:
         net = build_model(self.config.model)
         net.load_state_dict(self.checkpoints[step])
         return net.to(device if device is not None else default_device()).eval()
-
-
-def _cpu_name() -> str:
-    """The CPU model (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`): two CPUs
-    with different instruction sets round a run differently."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def training_environment(device: torch.device) -> dict:
-    """What a run's exact bits depend on beyond its configuration."""
-    env = {"torch": str(torch.__version__), "device": str(device),
-           "threads": torch.get_num_threads(), "cpu": _cpu_name()}
-    if device.type == "cuda":
-        env["device_name"] = torch.cuda.get_device_name(device)
-    return env
 
 
 def tensor_checksum(checkpoints: dict[int, dict[str, torch.Tensor]]) -> str:
