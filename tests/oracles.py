@@ -167,3 +167,20 @@ def authors_horizontal_path(model: nn.Module, source: Tensor, target: Tensor, *,
             points.append(x.flatten())
         paths.append(torch.stack(points))
     return torch.stack(paths)
+
+
+def confident_linear(margin: float, dtype: torch.dtype):
+    """A 3-class linear model ``s = A x`` at ``x = e_1``, whose top score leads by ``margin``, with
+    its probabilities at 50 digits (mpmath): ``(model, x, A, p)``, ``A`` in float64, ``p`` a list
+    of ``mpf``. Skips without mpmath."""
+    import pytest
+
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 50
+    A = torch.tensor([[margin, 0.5, -1.0], [0.0, 1.0, 2.0], [0.0, -2.0, 1.0]], dtype=torch.float64)
+    model = nn.Linear(3, 3, bias=False).to(dtype)
+    with torch.no_grad():
+        model.weight.copy_(A)
+    x = torch.tensor([[1.0, 0.0, 0.0]], dtype=dtype)
+    z = mpmath.fsum(mpmath.exp(v) for v in A[:, 0].tolist())
+    return model, x, A, [mpmath.exp(v) / z for v in A[:, 0].tolist()]

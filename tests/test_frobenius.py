@@ -172,15 +172,8 @@ def test_affine_log_prob_hessian_rejects_mismatched_shapes():
 def test_hessians_stay_accurate_at_confident_points():
     # a linear model whose p_max is 1 - 1e-13: H(log p_i) = -A^T (diag p - p p^T) A for every i,
     # with p at 50 digits (mpmath); through torch.log_softmax the entries carry errors of 1e-3
+    model, x, A, p = oracles.confident_linear(30.0, DT)
     mpmath = pytest.importorskip("mpmath")
-    mpmath.mp.dps = 50
-    A = torch.tensor([[30.0, 0.5, -1.0], [0.0, 1.0, 2.0], [0.0, -2.0, 1.0]], dtype=DT)
-    model = nn.Linear(3, 3, bias=False).to(DT)
-    with torch.no_grad():
-        model.weight.copy_(A)
-    x = torch.tensor([[1.0, 0.0, 0.0]], dtype=DT)
-    z = mpmath.fsum(mpmath.exp(v) for v in A[:, 0].tolist())
-    p = [mpmath.exp(v) / z for v in A[:, 0].tolist()]
     cov = [[p[k] * ((k == m) - p[m]) for m in range(3)] for k in range(3)]  # diag p - p p^T
     G = torch.tensor([[float(mpmath.fsum(A[k, a].item() * cov[k][m] * A[m, b].item()
                                          for k in range(3) for m in range(3)))

@@ -216,16 +216,8 @@ def test_kl_is_accurate_for_confident_predictions():
 def test_log_prob_jacobian_keeps_the_predicted_field_at_confident_points(dtype, margin):
     # p_c rounds to 1, so grad s_c - p^T Js cancels to zero; the closed form g_i = A^T (e_i - p),
     # with p at 50 digits (mpmath), says what the field really is
+    model, x, A, p = oracles.confident_linear(margin, dtype)
     mpmath = pytest.importorskip("mpmath")
-    mpmath.mp.dps = 50
-    A = torch.tensor([[margin, 0.5, -1.0], [0.0, 1.0, 2.0], [0.0, -2.0, 1.0]], dtype=torch.float64)
-    model = nn.Linear(3, 3, bias=False).to(dtype)
-    with torch.no_grad():
-        model.weight.copy_(A)
-    x = torch.tensor([[1.0, 0.0, 0.0]], dtype=dtype)
-    s = [mpmath.mpf(v) for v in A[:, 0].tolist()]
-    z = mpmath.fsum(mpmath.exp(v) for v in s)
-    p = [mpmath.exp(v) / z for v in s]
     ref = torch.tensor([[float(mpmath.fsum(((i == k) - p[k]) * A[k, j].item() for k in range(3)))
                          for j in range(3)] for i in range(3)], dtype=torch.float64)
     assert float(1 - p[0]) < torch.finfo(dtype).eps  # p_c is 1 in this dtype
